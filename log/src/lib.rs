@@ -8,8 +8,21 @@
 //!
 //! See `docs/format.md` for the byte layout of segments and records.
 
+pub mod epoch;
 mod error;
+mod log;
+mod mem;
+pub mod record;
+mod recovery;
+pub mod segment;
+mod sys;
+mod uring;
+pub mod writer;
+
 pub use error::LogError;
+pub use log::{Log, LogConfig, Pending, RecoveryReport};
+pub use record::{Kind, RecordSpec, RecordView};
+pub use recovery::list_segments;
 
 /// `appendfsync` policy, with Redis's names and meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

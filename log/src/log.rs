@@ -1,0 +1,613 @@
+//! The log: tail reservation, appends, reads, durability tracking and the flusher thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crate::epoch::{EpochCell, EpochGuard, pin};
+use crate::mem::SegMem;
+use crate::record::{self, DONE, END_MARK, HEADER_LEN, INVALID, LEN_MASK, MAX_RECORD_LEN, RecordSpec, RecordView};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment, UNIT_SHIFT};
+use crate::writer::{SegmentWriter, make_writer};
+use crate::{FsyncPolicy, LogError, WriterKind};
+
+/// How a log is opened.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// Capacity of a normal segment in bytes (rounded up to 4 KiB, at least 4 KiB).
+    pub segment_size: u64,
+    pub fsync: FsyncPolicy,
+    pub writer: WriterKind,
+    /// Keep going past a corrupt record in the middle of the log, keeping every good record.
+    pub recover_corrupt: bool,
+}
+
+impl LogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            segment_size: 64 << 20,
+            fsync: FsyncPolicy::EverySec,
+            writer: WriterKind::Auto,
+            recover_corrupt: false,
+        }
+    }
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub invalid_records: u64,
+    pub bytes: u64,
+    /// A torn tail that was cut off: file and offset.
+    pub truncated: Option<(PathBuf, u64)>,
+    /// Corrupt records skipped because `recover_corrupt` was set: file, offset, reason.
+    pub skipped: Vec<(PathBuf, u64, String)>,
+    /// Empty trailing segment files that were removed.
+    pub removed_files: Vec<PathBuf>,
+    /// Why the io_uring writer is not used, when it was asked for automatically and failed.
+    pub writer_note: Option<String>,
+}
+
+/// Segments by address unit.
+struct SegTable {
+    first_unit: u64,
+    segs: Vec<Option<Arc<Segment>>>,
+}
+
+impl SegTable {
+    fn get(&self, addr: u64) -> Option<&Arc<Segment>> {
+        let u = (addr >> UNIT_SHIFT).checked_sub(self.first_unit)?;
+        self.segs.get(u as usize)?.as_ref()
+    }
+
+    fn with(&self, seg: Arc<Segment>) -> SegTable {
+        let mut segs = self.segs.clone();
+        let mut first_unit = self.first_unit;
+        let unit = seg.base >> UNIT_SHIFT;
+        if segs.is_empty() {
+            first_unit = unit;
+        }
+        let idx = (unit - first_unit) as usize;
+        while segs.len() < idx {
+            segs.push(None);
+        }
+        for _ in 0..seg.units() {
+            segs.push(Some(seg.clone()));
+        }
+        SegTable { first_unit, segs }
+    }
+
+    fn list(&self) -> Vec<Arc<Segment>> {
+        let mut out: Vec<Arc<Segment>> = Vec::new();
+        for s in self.segs.iter().flatten() {
+            if out.last().is_none_or(|l| !Arc::ptr_eq(l, s)) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+}
+
+type DurableCallback = Box<dyn Fn(u64) + Send + Sync>;
+
+struct Shared {
+    cfg: LogConfig,
+    table: EpochCell<SegTable>,
+    table_lock: Mutex<()>,
+    active: EpochCell<Arc<Segment>>,
+    /// Everything below this address is on disk and synced.
+    durable: AtomicU64,
+    /// Everything below this address has been handed to the OS.
+    written: AtomicU64,
+    /// A caller wants everything below this address synced, whatever the policy.
+    sync_target: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    durable_lock: Mutex<()>,
+    durable_cv: Condvar,
+    callbacks: RwLock<Vec<DurableCallback>>,
+    flusher: OnceLock<Thread>,
+    flusher_idle: AtomicBool,
+    shutdown: AtomicBool,
+    writer_name: &'static str,
+    appended_bytes: AtomicU64,
+    fsyncs: AtomicU64,
+    _lock: std::fs::File,
+}
+
+/// The append-only log. Cheap to share by reference; `close` (or drop) flushes and syncs.
+pub struct Log {
+    sh: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.sh.cfg.dir).field("durable", &self.durable_addr()).finish()
+    }
+}
+
+/// An appended record whose writer has not finished. `commit` makes it eligible for flushing;
+/// `abort` (or dropping it) marks it invalid so recovery skips it. The flusher never passes a
+/// record until one of them happened.
+pub struct Pending<'g> {
+    log: &'g Log,
+    mem: &'g SegMem,
+    off: usize,
+    len: u32,
+    addr: u64,
+    done: bool,
+}
+
+impl Pending<'_> {
+    /// The record's log address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The record's view, readable at once (by this writer and anyone it publishes the address to).
+    pub fn commit(mut self) {
+        self.finish(DONE);
+    }
+
+    /// Marks the record invalid (its writer lost a race); recovery skips it.
+    pub fn abort(mut self) {
+        self.finish(DONE | INVALID);
+    }
+
+    fn finish(&mut self, bits: u32) {
+        self.mem.commit_word(self.off).store(self.len | bits, Ordering::Release);
+        self.done = true;
+        if self.log.sh.cfg.fsync == FsyncPolicy::Always {
+            self.log.kick();
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(DONE | INVALID);
+        }
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `cfg.dir`, replaying every valid record in address order
+    /// into `visit`, then starts a fresh active segment and the flusher.
+    pub fn open(
+        mut cfg: LogConfig,
+        mut visit: impl FnMut(u64, RecordView<'_>),
+    ) -> Result<(Log, RecoveryReport), LogError> {
+        cfg.segment_size = cfg.segment_size.max(4096).div_ceil(4096) * 4096;
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError::io("create data directory", &cfg.dir, e))?;
+        let lock_path = cfg.dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(cfg.dir.clone())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &lock_path, e)),
+        }
+
+        let (segments, mut report) = crate::recovery::recover(&cfg, &mut visit)?;
+        let (writer, note) =
+            make_writer(cfg.writer).map_err(|e| LogError::io("set up segment writer", &cfg.dir, e))?;
+        report.writer_note = note;
+
+        let next_base = segments.last().map_or(0, |s| s.next_base());
+        let active = Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?);
+        let mut table = SegTable { first_unit: 0, segs: Vec::new() };
+        for s in segments {
+            table = table.with(s);
+        }
+        table = table.with(active.clone());
+        let start = active.base + SEGMENT_HEADER_LEN;
+        let sh = Arc::new(Shared {
+            cfg,
+            table: EpochCell::new(table),
+            table_lock: Mutex::new(()),
+            active: EpochCell::new(active.clone()),
+            durable: AtomicU64::new(start),
+            written: AtomicU64::new(start),
+            sync_target: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            durable_lock: Mutex::new(()),
+            durable_cv: Condvar::new(),
+            callbacks: RwLock::new(Vec::new()),
+            flusher: OnceLock::new(),
+            flusher_idle: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            writer_name: writer.name(),
+            appended_bytes: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            _lock: lock,
+        });
+        let sh2 = sh.clone();
+        let handle = std::thread::Builder::new()
+            .name("segkv-flusher".into())
+            .spawn(move || Flusher::new(sh2, writer, active).run())
+            .map_err(|e| LogError::io("start flusher thread", &sh.cfg.dir, e))?;
+        let _ = sh.flusher.set(handle.thread().clone());
+        Ok((Log { sh, flusher: Mutex::new(Some(handle)) }, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.sh.cfg.dir
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.sh.cfg.fsync
+    }
+
+    /// "io_uring" or "pwrite".
+    pub fn writer_name(&self) -> &'static str {
+        self.sh.writer_name
+    }
+
+    /// Appends a record: reserves space at the tail (an atomic add), writes it, and returns it
+    /// pending. The caller publishes the address (e.g. by an index CAS) and then commits or aborts.
+    pub fn append<'g>(&'g self, spec: &RecordSpec<'_>, guard: &'g EpochGuard) -> Result<Pending<'g>, LogError> {
+        if self.sh.failed.load(Ordering::Relaxed) {
+            return Err(self.failure());
+        }
+        let len = spec.encoded_len();
+        if len > MAX_RECORD_LEN {
+            return Err(LogError::TooLarge(len));
+        }
+        let padded = record::pad(len) as u64;
+        let (seg, off) = self.reserve(padded, guard)?;
+        let mem = seg.mem(guard);
+        let off = off as usize;
+        spec.encode_body(mem.reserve_mut(off + 4, len - 4));
+        mem.commit_word(off).store(len as u32, Ordering::Release);
+        self.sh.appended_bytes.fetch_add(padded, Ordering::Relaxed);
+        Ok(Pending { log: self, mem, off, len: len as u32, addr: seg.base + off as u64, done: false })
+    }
+
+    fn reserve<'g>(&'g self, len: u64, guard: &'g EpochGuard) -> Result<(&'g Segment, u64), LogError> {
+        loop {
+            let seg: &Segment = self.sh.active.load(guard);
+            let off = seg.reserved.fetch_add(len, Ordering::AcqRel);
+            if off + len <= seg.capacity {
+                return Ok((seg, off));
+            }
+            if off <= seg.capacity {
+                // This reservation is the one that crosses the end: it seals the segment.
+                return self.seal_and_roll(seg, off, len, guard);
+            }
+            let mut spins = 0u32;
+            while std::ptr::eq(&**self.sh.active.load(guard), seg) {
+                if self.sh.failed.load(Ordering::Relaxed) {
+                    return Err(self.failure());
+                }
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn seal_and_roll<'g>(
+        &'g self,
+        seg: &'g Segment,
+        off: u64,
+        len: u64,
+        guard: &'g EpochGuard,
+    ) -> Result<(&'g Segment, u64), LogError> {
+        let mem = seg.mem(guard);
+        if off < seg.capacity {
+            mem.commit_word(off as usize).store(END_MARK, Ordering::Release);
+        }
+        seg.data_end.store(off, Ordering::Release);
+        let capacity = self.sh.cfg.segment_size.max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
+        let new = match Segment::create(&self.sh.cfg.dir, seg.next_base(), capacity, len) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                self.fail(format!("{e}"));
+                return Err(e);
+            }
+        };
+        {
+            let _l = self.sh.table_lock.lock().unwrap();
+            let t = self.sh.table.load(guard);
+            self.sh.table.replace(t.with(new.clone()), guard);
+        }
+        self.sh.active.replace(new.clone(), guard);
+        self.kick();
+        let seg = self.sh.table.load(guard).get(new.base).expect("segment just installed");
+        Ok((seg, SEGMENT_HEADER_LEN))
+    }
+
+    /// The record at `addr`, read in place. `None` if no segment holds it.
+    /// The address must come from this log (the index), not from untrusted input.
+    pub fn read<'g>(&'g self, addr: u64, guard: &'g EpochGuard) -> Option<RecordView<'g>> {
+        let t = self.sh.table.load(guard);
+        let seg = t.get(addr)?;
+        let off = (addr - seg.base) as usize;
+        let mem = seg.mem(guard);
+        if off % 4 != 0 || off + 4 > mem.len() {
+            return None;
+        }
+        let w = mem.commit_word(off).load(Ordering::Acquire);
+        let len = (w & LEN_MASK) as usize;
+        if len < HEADER_LEN || off + len > mem.len() {
+            return None;
+        }
+        record::decode_body(mem.bytes(off + 4, len - 4))
+    }
+
+    /// Address just past every reservation made so far.
+    pub fn tail_addr(&self) -> u64 {
+        let g = pin();
+        let seg = self.sh.active.load(&g);
+        seg.base + seg.reserved.load(Ordering::Acquire).min(seg.capacity)
+    }
+
+    /// Everything below this address is durable (written and synced).
+    pub fn durable_addr(&self) -> u64 {
+        self.sh.durable.load(Ordering::Acquire)
+    }
+
+    /// Everything below this address has been written to the OS.
+    pub fn written_addr(&self) -> u64 {
+        self.sh.written.load(Ordering::Acquire)
+    }
+
+    /// Runs `cb(durable_addr)` on the flusher thread each time the durable address advances.
+    pub fn on_durable(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
+        self.sh.callbacks.write().unwrap().push(cb);
+    }
+
+    /// Blocks until everything below `addr` is durable, forcing a sync whatever the policy.
+    pub fn wait_durable(&self, addr: u64) -> Result<(), LogError> {
+        if self.durable_addr() >= addr {
+            return Ok(());
+        }
+        self.sh.sync_target.fetch_max(addr, Ordering::AcqRel);
+        self.kick();
+        let mut g = self.sh.durable_lock.lock().unwrap();
+        loop {
+            if self.durable_addr() >= addr {
+                return Ok(());
+            }
+            if self.sh.failed.load(Ordering::Acquire) {
+                return Err(self.failure());
+            }
+            if self.sh.shutdown.load(Ordering::Acquire) && self.flusher.lock().unwrap().is_none() {
+                return Err(LogError::Closed);
+            }
+            g = self.sh.durable_cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+            self.kick();
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.wait_durable(self.tail_addr())
+    }
+
+    /// Whether a write or sync failed; no write is acknowledged as durable after that.
+    pub fn failed(&self) -> Option<String> {
+        self.sh.failure.lock().unwrap().clone()
+    }
+
+    fn failure(&self) -> LogError {
+        LogError::Failed(self.failed().unwrap_or_else(|| "unknown failure".into()))
+    }
+
+    fn fail(&self, why: String) {
+        fail(&self.sh, why);
+    }
+
+    /// Wakes the flusher if it sleeps.
+    pub fn kick(&self) {
+        if self.sh.flusher_idle.load(Ordering::Acquire)
+            && let Some(t) = self.sh.flusher.get()
+        {
+            t.unpark();
+        }
+    }
+
+    pub fn appended_bytes(&self) -> u64 {
+        self.sh.appended_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn fsyncs(&self) -> u64 {
+        self.sh.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.sh.table.load(&pin()).list().len()
+    }
+
+    /// Flushes and syncs everything, then stops the flusher. Called by drop too.
+    pub fn close(&self) -> Result<(), LogError> {
+        let r = if self.flusher.lock().unwrap().is_some() && !self.sh.failed.load(Ordering::Acquire) {
+            self.sync()
+        } else {
+            Ok(())
+        };
+        self.sh.shutdown.store(true, Ordering::Release);
+        if let Some(h) = self.flusher.lock().unwrap().take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        r
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn fail(sh: &Shared, why: String) {
+    let mut f = sh.failure.lock().unwrap();
+    if f.is_none() {
+        *f = Some(why);
+    }
+    sh.failed.store(true, Ordering::Release);
+    drop(f);
+    let _g = sh.durable_lock.lock().unwrap();
+    sh.durable_cv.notify_all();
+}
+
+/// The flusher: writes completed bytes of the oldest unflushed segment, syncs per policy,
+/// finalizes sealed segments (truncate, map read-only, free the buffer).
+struct Flusher {
+    sh: Arc<Shared>,
+    writer: Box<dyn SegmentWriter>,
+    cur: Arc<Segment>,
+    /// Offset in `cur` up to which bytes were handed to the writer.
+    off: u64,
+    /// Offset in `cur` up to which bytes are synced.
+    synced: u64,
+    last_sync: Instant,
+}
+
+impl Flusher {
+    fn new(sh: Arc<Shared>, writer: Box<dyn SegmentWriter>, cur: Arc<Segment>) -> Flusher {
+        Flusher { sh, writer, cur, off: SEGMENT_HEADER_LEN, synced: SEGMENT_HEADER_LEN, last_sync: Instant::now() }
+    }
+
+    fn run(mut self) {
+        loop {
+            let progressed = if self.sh.failed.load(Ordering::Acquire) { false } else { self.step() };
+            if self.sh.shutdown.load(Ordering::Acquire) && !progressed {
+                return;
+            }
+            if !progressed {
+                self.sh.flusher_idle.store(true, Ordering::Release);
+                // Re-check after announcing idleness, so a kick in between is not lost.
+                if !self.has_work() {
+                    let nap = match self.sh.cfg.fsync {
+                        FsyncPolicy::Always => Duration::from_millis(5),
+                        _ => Duration::from_millis(2),
+                    };
+                    std::thread::park_timeout(nap);
+                }
+                self.sh.flusher_idle.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether the next commit word is done, or a sync was requested.
+    fn has_work(&self) -> bool {
+        let g = pin();
+        let mem = self.cur.mem(&g);
+        if self.off >= self.cur.capacity || self.cur.is_sealed() {
+            return true;
+        }
+        let w = mem.commit_word(self.off as usize).load(Ordering::Acquire);
+        w & DONE != 0 || self.sh.sync_target.load(Ordering::Acquire) > self.cur.base + self.synced
+    }
+
+    /// One round; returns whether anything happened.
+    fn step(&mut self) -> bool {
+        let g = pin();
+        let cur = self.cur.clone();
+        let mem = cur.mem(&g);
+        let mut p = self.off;
+        let mut end = false;
+        loop {
+            if p >= cur.capacity || p == cur.data_end.load(Ordering::Acquire) {
+                end = true;
+                break;
+            }
+            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
+            if w == END_MARK {
+                end = true;
+                break;
+            }
+            if w & DONE == 0 {
+                break;
+            }
+            p += record::pad((w & LEN_MASK) as usize) as u64;
+        }
+        let requested = self.sh.sync_target.load(Ordering::Acquire) > cur.base + self.synced;
+        let due = match self.sh.cfg.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
+            FsyncPolicy::No => false,
+        };
+        let sync = p > self.synced && (due || requested || end || self.sh.shutdown.load(Ordering::Acquire));
+        let mut progressed = false;
+        if p > self.off || sync {
+            let data = mem.bytes(self.off as usize, (p - self.off) as usize);
+            if let Err(e) = self.writer.write(&cur.file, self.off, data, sync) {
+                let what = if sync { "write+fdatasync" } else { "write" };
+                fail(&self.sh, format!("{what} of {} at offset {} failed: {e}", cur.path.display(), self.off));
+                return false;
+            }
+            self.off = p;
+            self.sh.written.store(cur.base + p, Ordering::Release);
+            if sync {
+                self.synced = p;
+                self.last_sync = Instant::now();
+                self.sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.advance_durable(cur.base + p);
+            }
+            progressed = true;
+        } else if requested && self.synced == self.off && !end {
+            // Everything written is synced; nothing more can be synced until writers commit.
+        }
+        if end && self.synced == p {
+            progressed |= self.finish_segment(&cur, p, &g);
+        }
+        progressed
+    }
+
+    /// The segment's data is all written and synced: truncate the preallocated file to its
+    /// data, map it read-only in place of the write buffer, and move on to the next segment.
+    fn finish_segment(&mut self, cur: &Arc<Segment>, data_end: u64, g: &EpochGuard) -> bool {
+        let Some(next) = self.sh.table.load(g).get(cur.next_base()).cloned() else {
+            return false; // the sealer has not installed the next segment yet
+        };
+        if let Err(e) = cur.file.set_len(data_end) {
+            fail(&self.sh, format!("truncate {} to {data_end}: {e}", cur.path.display()));
+            return false;
+        }
+        match SegMem::map_file(&cur.file) {
+            Ok(m) => cur.mem.replace(m, g),
+            Err(e) => {
+                fail(&self.sh, format!("map {}: {e}", cur.path.display()));
+                return false;
+            }
+        }
+        self.cur = next;
+        self.off = SEGMENT_HEADER_LEN;
+        self.synced = SEGMENT_HEADER_LEN;
+        let start = self.cur.base + SEGMENT_HEADER_LEN;
+        self.sh.written.store(start, Ordering::Release);
+        self.advance_durable(start);
+        true
+    }
+
+    fn advance_durable(&self, addr: u64) {
+        self.sh.durable.store(addr, Ordering::Release);
+        {
+            let _g = self.sh.durable_lock.lock().unwrap();
+            self.sh.durable_cv.notify_all();
+        }
+        for cb in self.sh.callbacks.read().unwrap().iter() {
+            cb(addr);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Recovery: map every segment back, verify each record's CRC, cut a torn tail, and replay
+//! records in address order.
+//!
+//! A bad record is a *torn tail* when nothing valid follows it anywhere in the log: the flusher
+//! writes in address order, so only the end of what reached the disk can be partial. A bad
+//! record with a valid record after it is corruption: an error naming the file and offset,
+//! unless `recover_corrupt` is set, in which case it is skipped and reported.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::log::{LogConfig, RecoveryReport};
+use crate::mem::SegMem;
+use crate::record::{self, DecodeError, RecordView, Scanned};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, parse_segment_file_name};
+use crate::LogError;
+
+/// Segment files in `dir`, sorted by base address.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| LogError::io("read data directory", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| LogError::io("read data directory", dir, e))?;
+        let name = ent.file_name();
+        if let Some(base) = name.to_str().and_then(parse_segment_file_name) {
+            out.push((base, ent.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `data` holds a valid record at some 4-aligned offset at or after `from`.
+fn valid_record_after(data: &[u8], from: usize) -> Option<usize> {
+    let mut p = from.next_multiple_of(4);
+    while p + record::HEADER_LEN <= data.len() {
+        if let Ok(Scanned::Record(..)) = record::scan(&data[p..]) {
+            return Some(p);
+        }
+        p += 4;
+    }
+    None
+}
+
+struct Opened {
+    path: PathBuf,
+    file: File,
+    header: SegmentHeader,
+    mem: SegMem,
+    file_len: u64,
+}
+
+fn open_segment(base: u64, path: &Path) -> Result<Result<Opened, String>, LogError> {
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| LogError::io("open segment", path, e))?;
+    let file_len = file.metadata().map_err(|e| LogError::io("stat segment", path, e))?.len();
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    if file_len < SEGMENT_HEADER_LEN {
+        return Ok(Err("file shorter than a segment header".into()));
+    }
+    file.read_exact_at(&mut h, 0).map_err(|e| LogError::io("read segment header", path, e))?;
+    let header = match SegmentHeader::decode(&h) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    if header.base != base {
+        return Ok(Err(format!("header says base {:#x}, file name says {base:#x}", header.base)));
+    }
+    let mem = SegMem::map_file(&file).map_err(|e| LogError::io("map segment", path, e))?;
+    Ok(Ok(Opened { path: path.to_path_buf(), file, header, mem, file_len }))
+}
+
+/// Whether the segment's first record is valid (used to tell a torn tail from corruption).
+fn starts_with_valid_record(o: &Opened) -> bool {
+    let data = o.mem.bytes(0, o.file_len as usize);
+    matches!(record::scan(&data[SEGMENT_HEADER_LEN as usize..]), Ok(Scanned::Record(..)))
+}
+
+pub(crate) fn recover(
+    cfg: &LogConfig,
+    visit: &mut dyn FnMut(u64, RecordView<'_>),
+) -> Result<(Vec<Arc<Segment>>, RecoveryReport), LogError> {
+    let mut report = RecoveryReport::default();
+    let files = list_segments(&cfg.dir)?;
+    let mut opened: Vec<Opened> = Vec::new();
+    for (i, (base, path)) in files.iter().enumerate() {
+        match open_segment(*base, path)? {
+            Ok(o) => opened.push(o),
+            Err(why) => {
+                // A trailing file whose header never reached the disk held no synced data
+                // (the header is written before any record, and synced with the first one).
+                let trailing = files[i + 1..].is_empty();
+                if trailing {
+                    std::fs::remove_file(path).map_err(|e| LogError::io("remove empty segment", path, e))?;
+                    report.removed_files.push(path.clone());
+                } else if cfg.recover_corrupt {
+                    report.skipped.push((path.clone(), 0, why));
+                } else {
+                    return Err(LogError::Corrupt { path: path.clone(), offset: 0, why });
+                }
+            }
+        }
+    }
+
+    let mut segments = Vec::new();
+    let mut stop_after: Option<usize> = None;
+    for i in 0..opened.len() {
+        let data_end;
+        {
+            let o = &opened[i];
+            let data = o.mem.bytes(0, o.file_len as usize);
+            let mut p = SEGMENT_HEADER_LEN as usize;
+            loop {
+                match record::scan(&data[p..]) {
+                    Ok(Scanned::Record(view, n)) => {
+                        visit(o.header.base + p as u64, view);
+                        report.records += 1;
+                        p += n;
+                    }
+                    Ok(Scanned::Invalid(n)) => {
+                        report.invalid_records += 1;
+                        p += n;
+                    }
+                    Ok(Scanned::End) | Err(DecodeError::Unwritten) => {
+                        data_end = p;
+                        break;
+                    }
+                    Err(e) => {
+                        let later_in_file = valid_record_after(data, p + 4);
+                        let later_file = opened[i + 1..].iter().any(starts_with_valid_record);
+                        if later_in_file.is_none() && !later_file {
+                            report.truncated = Some((o.path.clone(), p as u64));
+                            data_end = p;
+                            stop_after = Some(i);
+                            break;
+                        }
+                        if !cfg.recover_corrupt {
+                            return Err(LogError::Corrupt { path: o.path.clone(), offset: p as u64, why: e.to_string() });
+                        }
+                        report.skipped.push((o.path.clone(), p as u64, e.to_string()));
+                        match later_in_file {
+                            Some(q) => p = q,
+                            None => {
+                                data_end = p;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if p >= data.len() {
+                    data_end = data.len();
+                    break;
+                }
+            }
+        }
+        report.bytes += data_end as u64;
+        let o = &opened[i];
+        if o.file_len != data_end as u64 {
+            // Preallocated space or a cut tail: make the file end where its data ends.
+            o.file.set_len(data_end as u64).map_err(|e| LogError::io("truncate segment", &o.path, e))?;
+        }
+        if stop_after.is_some() {
+            break;
+        }
+    }
+    let keep = stop_after.map_or(opened.len(), |i| i + 1);
+    for o in opened.drain(keep..) {
+        std::fs::remove_file(&o.path).map_err(|e| LogError::io("remove segment after torn tail", &o.path, e))?;
+        report.removed_files.push(o.path);
+    }
+    for o in opened {
+        if o.file.metadata().map_err(|e| LogError::io("stat segment", &o.path, e))?.len() == SEGMENT_HEADER_LEN {
+            // No record was ever written here (e.g. the fresh segment of a run that wrote nothing).
+            drop(o.mem);
+            std::fs::remove_file(&o.path).map_err(|e| LogError::io("remove empty segment", &o.path, e))?;
+            report.removed_files.push(o.path);
+            continue;
+        }
+        let data_end = o.file.metadata().map_err(|e| LogError::io("stat segment", &o.path, e))?.len();
+        drop(o.mem);
+        let mem = SegMem::map_file(&o.file).map_err(|e| LogError::io("map segment", &o.path, e))?;
+        segments.push(Arc::new(Segment::sealed(o.path, o.file, o.header, data_end, mem)));
+    }
+    report.segments = segments.len();
+    Ok((segments, report))
+}

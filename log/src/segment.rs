@@ -1,0 +1,180 @@
+//! Segments: one file each in the data directory, named by the log address of its first byte.
+//!
+//! ```text
+//! segment header (64 bytes, LE)
+//! 0   8  magic "SEGKVLOG"
+//! 8   4  format version (1)
+//! 12  4  header length (64)
+//! 16  8  base: log address of byte 0 of this file
+//! 24  8  capacity in bytes (header included)
+//! 32  8  creation time, unix ms
+//! 40  20 reserved, zero
+//! 60  4  CRC32 of bytes [0, 60)
+//! ```
+//! Records follow from offset 64. Log addresses are `base + offset`; bases are multiples of
+//! `UNIT`, so the segment holding an address is found by `address >> UNIT_SHIFT`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::LogError;
+use crate::epoch::{EpochCell, EpochGuard};
+use crate::mem::SegMem;
+
+pub const MAGIC: &[u8; 8] = b"SEGKVLOG";
+pub const VERSION: u32 = 1;
+pub const SEGMENT_HEADER_LEN: u64 = 64;
+/// Log address space is cut in units of 64 MiB; a segment starts on a unit boundary and spans
+/// one unit, or several for a segment made for one large record.
+pub const UNIT_SHIFT: u32 = 26;
+pub const UNIT: u64 = 1 << UNIT_SHIFT;
+/// `data_end` of a segment that still takes reservations.
+pub(crate) const OPEN: u64 = u64::MAX;
+
+/// Decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub base: u64,
+    pub capacity: u64,
+    pub created_ms: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN as usize] {
+        let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&self.base.to_le_bytes());
+        h[24..32].copy_from_slice(&self.capacity.to_le_bytes());
+        h[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..60]);
+        h[60..64].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    pub fn decode(h: &[u8]) -> Result<SegmentHeader, String> {
+        if h.len() < SEGMENT_HEADER_LEN as usize {
+            return Err("file shorter than a segment header".into());
+        }
+        if &h[0..8] != MAGIC {
+            return Err("bad magic (not a segkv segment)".into());
+        }
+        let crc = u32::from_le_bytes(h[60..64].try_into().unwrap());
+        if crc32fast::hash(&h[0..60]) != crc {
+            return Err("segment header checksum mismatch".into());
+        }
+        let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        if version != VERSION {
+            return Err(format!("unsupported segment format version {version}"));
+        }
+        let hl = u32::from_le_bytes(h[12..16].try_into().unwrap());
+        if hl as u64 != SEGMENT_HEADER_LEN {
+            return Err(format!("unsupported segment header length {hl}"));
+        }
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(h[r].try_into().unwrap());
+        Ok(SegmentHeader { base: u(16..24), capacity: u(24..32), created_ms: u(32..40) })
+    }
+}
+
+/// File name of the segment starting at `base`.
+pub fn segment_file_name(base: u64) -> String {
+    format!("{base:016x}.seg")
+}
+
+/// Parses a segment file name back to its base address.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".seg")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) struct Segment {
+    pub base: u64,
+    pub capacity: u64,
+    pub path: PathBuf,
+    pub file: File,
+    /// Next offset to hand out (active segment only; may run past `capacity`).
+    pub reserved: AtomicU64,
+    /// Where the data ends once sealed; `OPEN` before.
+    pub data_end: AtomicU64,
+    pub mem: EpochCell<SegMem>,
+}
+
+impl Segment {
+    /// Creates a new segment file with its header and an in-memory write buffer.
+    /// `first` bytes after the header are pre-reserved for the creator.
+    pub(crate) fn create(dir: &Path, base: u64, capacity: u64, first: u64) -> Result<Segment, LogError> {
+        let path = dir.join(segment_file_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LogError::io("create segment", &path, e))?;
+        let header = SegmentHeader { base, capacity, created_ms: now_ms() }.encode();
+        // Reserve the blocks up front so later data syncs need no metadata update and a full
+        // disk shows up here, not in the middle of a flush.
+        allocate(&file, capacity).map_err(|e| LogError::io("allocate segment", &path, e))?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
+            .map_err(|e| LogError::io("write segment header", &path, e))?;
+        let mem = SegMem::anon(capacity as usize).map_err(|e| LogError::io("allocate segment buffer", &path, e))?;
+        mem.write(0, &header);
+        Ok(Segment {
+            base,
+            capacity,
+            path,
+            file,
+            reserved: AtomicU64::new(SEGMENT_HEADER_LEN + first),
+            data_end: AtomicU64::new(OPEN),
+            mem: EpochCell::new(mem),
+        })
+    }
+
+    /// A sealed segment found at recovery, mapped read-only; its data ends at `data_end`.
+    pub(crate) fn sealed(path: PathBuf, file: File, header: SegmentHeader, data_end: u64, mem: SegMem) -> Segment {
+        Segment {
+            base: header.base,
+            capacity: header.capacity,
+            path,
+            file,
+            reserved: AtomicU64::new(u64::MAX),
+            data_end: AtomicU64::new(data_end),
+            mem: EpochCell::new(mem),
+        }
+    }
+
+    /// How many address units this segment covers.
+    pub(crate) fn units(&self) -> u64 {
+        self.capacity.div_ceil(UNIT)
+    }
+
+    /// Base address of the segment that follows this one.
+    pub(crate) fn next_base(&self) -> u64 {
+        self.base + self.units() * UNIT
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.data_end.load(Ordering::Acquire) != OPEN
+    }
+
+    pub(crate) fn mem<'g>(&'g self, guard: &'g EpochGuard) -> &'g SegMem {
+        self.mem.load(guard)
+    }
+}
+
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    match crate::sys::fallocate(file, len) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate: just set the length.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)) => file.set_len(len),
+        Err(e) => Err(e),
+    }
+}
