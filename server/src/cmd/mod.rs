@@ -1,0 +1,361 @@
+//! The command table and dispatch.
+//!
+//! One static table drives everything: the generated metadata (`meta.rs`: name, arity, flags,
+//! key positions, ACL categories, docs) joined with a handler per command here. Dispatch looks a
+//! command up, checks its arity, calls the handler and keeps Redis's per-command statistics.
+//! Handlers take the parsed arguments and a [`Ctx`] and return a [`Reply`]; they never touch a
+//! socket, so they run the same for a client, a test or (later) a replica applying the log.
+
+pub mod connection;
+pub mod expire;
+pub mod keyspace;
+pub mod meta;
+pub mod meta_types;
+pub mod server;
+pub mod string;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use segkv_engine::EngineError;
+
+use crate::reply::Reply;
+use crate::resp::parse_i64;
+use crate::server::{Session, Shared};
+use meta_types::Meta;
+
+/// What a handler sees: the shared server and the calling connection's session.
+pub struct Ctx<'a> {
+    pub srv: &'a Shared,
+    pub s: &'a mut Session,
+    /// Set by SHUTDOWN: the connection layer syncs the log and exits.
+    pub shutdown: bool,
+}
+
+pub type Handler = fn(&mut Ctx<'_>, &[&[u8]]) -> Reply;
+
+/// Command flags used by dispatch.
+pub const WRITE: u32 = 1;
+pub const READONLY: u32 = 2;
+pub const MAY_REPLICATE: u32 = 4;
+pub const NOSCRIPT: u32 = 8;
+pub const FAST: u32 = 16;
+
+/// Per-command counters, as INFO commandstats shows them.
+#[derive(Debug, Default)]
+pub struct CmdStats {
+    pub calls: AtomicU64,
+    pub usec: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// One command or subcommand, resolved.
+#[derive(Debug)]
+pub struct Command {
+    pub meta: &'static Meta,
+    pub handler: Option<Handler>,
+    pub flags: u32,
+    /// Index in [`Table::all`].
+    pub id: usize,
+    /// Subcommands by lower-case name (without the parent).
+    pub subs: HashMap<Vec<u8>, usize>,
+    pub stats: CmdStats,
+}
+
+/// The command table.
+#[derive(Debug)]
+pub struct Table {
+    /// Every command and subcommand; ids index this.
+    pub all: Vec<Command>,
+    /// Top-level commands by lower-case name.
+    by_name: HashMap<Vec<u8>, usize>,
+    /// Top-level ids, in table order.
+    pub top: Vec<usize>,
+}
+
+fn handler_for(name: &str) -> Option<Handler> {
+    use connection as c;
+    use expire as e;
+    use keyspace as k;
+    use server as v;
+    use string as s;
+    Some(match name {
+        "get" => s::get,
+        "set" => s::set,
+        "setnx" => s::setnx,
+        "setex" => s::setex,
+        "psetex" => s::psetex,
+        "getset" => s::getset,
+        "getdel" => s::getdel,
+        "getex" => s::getex,
+        "mget" => s::mget,
+        "mset" => s::mset,
+        "msetnx" => s::msetnx,
+        "append" => s::append,
+        "strlen" => s::strlen,
+        "getrange" | "substr" => s::getrange,
+        "setrange" => s::setrange,
+        "incr" => s::incr,
+        "decr" => s::decr,
+        "incrby" => s::incrby,
+        "decrby" => s::decrby,
+        "incrbyfloat" => s::incrbyfloat,
+        "del" | "unlink" => k::del,
+        "exists" => k::exists,
+        "type" => k::type_,
+        "rename" => k::rename,
+        "renamenx" => k::renamenx,
+        "copy" => k::copy,
+        "move" => k::move_,
+        "keys" => k::keys,
+        "scan" => k::scan,
+        "randomkey" => k::randomkey,
+        "dbsize" => k::dbsize,
+        "flushdb" => k::flushdb,
+        "flushall" => k::flushall,
+        "swapdb" => k::swapdb,
+        "touch" => k::touch,
+        "object|encoding" => k::object_encoding,
+        "object|freq" => k::object_freq,
+        "object|idletime" => k::object_idletime,
+        "object|refcount" => k::object_refcount,
+        "expire" => e::expire,
+        "pexpire" => e::pexpire,
+        "expireat" => e::expireat,
+        "pexpireat" => e::pexpireat,
+        "ttl" => e::ttl,
+        "pttl" => e::pttl,
+        "expiretime" => e::expiretime,
+        "pexpiretime" => e::pexpiretime,
+        "persist" => e::persist,
+        "ping" => c::ping,
+        "echo" => c::echo,
+        "quit" => c::quit,
+        "select" => c::select,
+        "hello" => c::hello,
+        "reset" => c::reset,
+        "client|id" => c::client_id,
+        "client|setname" => c::client_setname,
+        "client|getname" => c::client_getname,
+        "client|list" => c::client_list,
+        "client|info" => c::client_info,
+        "client|kill" => c::client_kill,
+        "client|pause" => c::client_pause,
+        "client|unpause" => c::client_unpause,
+        "client|no-evict" => c::client_no_evict,
+        "client|reply" => c::client_reply,
+        "command" => v::command,
+        "command|count" => v::command_count,
+        "command|info" => v::command_info,
+        "command|docs" => v::command_docs,
+        "command|list" => v::command_list,
+        "command|getkeys" => v::command_getkeys,
+        "info" => v::info,
+        "config|get" => v::config_get,
+        "config|set" => v::config_set,
+        "config|resetstat" => v::config_resetstat,
+        "config|rewrite" => v::config_rewrite,
+        "time" => v::time,
+        "lastsave" => v::lastsave,
+        "save" => v::save,
+        "bgsave" => v::bgsave,
+        "shutdown" => v::shutdown,
+        "function|flush" => v::function_flush,
+        "debug" => v::debug,
+        n if n.ends_with("|help") => help,
+        _ => return None,
+    })
+}
+
+fn flags_of(m: &Meta) -> u32 {
+    m.flags.iter().fold(0, |acc, f| {
+        acc | match *f {
+            "write" => WRITE,
+            "readonly" => READONLY,
+            "may_replicate" => MAY_REPLICATE,
+            "noscript" => NOSCRIPT,
+            "fast" => FAST,
+            _ => 0,
+        }
+    })
+}
+
+impl Table {
+    pub fn build() -> Table {
+        let mut t = Table { all: Vec::new(), by_name: HashMap::new(), top: Vec::new() };
+        for m in meta::META {
+            let id = t.add(m);
+            for sm in m.subcommands {
+                let sid = t.add(sm);
+                let sub = sm.name.split_once('|').map(|(_, s)| s).unwrap_or(sm.name);
+                t.all[id].subs.insert(sub.as_bytes().to_vec(), sid);
+            }
+            t.by_name.insert(m.name.as_bytes().to_vec(), id);
+            t.top.push(id);
+        }
+        t
+    }
+
+    fn add(&mut self, m: &'static Meta) -> usize {
+        let id = self.all.len();
+        self.all.push(Command {
+            meta: m,
+            handler: handler_for(m.name),
+            flags: flags_of(m),
+            id,
+            subs: HashMap::new(),
+            stats: CmdStats::default(),
+        });
+        id
+    }
+
+    /// A top-level command by name, any case.
+    pub fn lookup(&self, name: &[u8]) -> Option<&Command> {
+        let mut buf = [0u8; 32];
+        if name.len() > buf.len() {
+            return None;
+        }
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        self.by_name.get(&buf[..name.len()]).map(|&i| &self.all[i])
+    }
+
+    /// The command (or subcommand) `args` names, as Redis's `lookupCommand`.
+    pub fn resolve(&self, args: &[&[u8]]) -> Option<&Command> {
+        let c = self.lookup(args[0])?;
+        if c.subs.is_empty() || args.len() < 2 {
+            return Some(c);
+        }
+        let sub = args[1].to_ascii_lowercase();
+        c.subs.get(&sub).map(|&i| &self.all[i])
+    }
+}
+
+/// Redis's `%.128s`-style truncation of a C string argument.
+fn c_str(b: &[u8], max: usize) -> String {
+    let b = match b.iter().position(|&c| c == 0) {
+        Some(z) => &b[..z],
+        None => b,
+    };
+    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+}
+
+/// Outcome of [`dispatch`] besides the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The command may have written (hold the reply for durability under appendfsync always).
+    pub wrote: bool,
+    /// Close the connection without a reply (cross-protocol attack guard).
+    pub drop_connection: bool,
+}
+
+/// Looks up, checks and runs one command.
+pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
+    let srv = ctx.srv;
+    let mut out = Outcome::default();
+    let name = args[0];
+    if name.eq_ignore_ascii_case(b"host:") || name.eq_ignore_ascii_case(b"post") {
+        out.drop_connection = true;
+        return (Reply::None, out);
+    }
+    let Some(cmd) = srv.table.resolve(args) else {
+        let reply = match srv.table.lookup(name) {
+            Some(parent) => Reply::error(format!(
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                c_str(args[1], 128),
+                parent.meta.name.to_ascii_uppercase()
+            )),
+            None => {
+                let mut rest = String::new();
+                for a in &args[1..] {
+                    if rest.len() >= 128 {
+                        break;
+                    }
+                    let room = 128 - rest.len();
+                    rest.push_str(&format!("'{}' ", c_str(a, room)));
+                }
+                Reply::error(format!(
+                    "ERR unknown command '{}', with args beginning with: {rest}",
+                    c_str(name, 128)
+                ))
+            }
+        };
+        return (reply, out);
+    };
+    let argc = args.len() as i64;
+    let arity = cmd.meta.arity;
+    if (arity > 0 && argc != arity) || argc < -arity {
+        cmd.stats.rejected.fetch_add(1, Relaxed);
+        return (Reply::error(format!("ERR wrong number of arguments for '{}' command", cmd.meta.name)), out);
+    }
+    let Some(handler) = cmd.handler else {
+        // A container command called with a bad subcommand count is caught by arity above.
+        return (Reply::error(format!("ERR wrong number of arguments for '{}' command", cmd.meta.name)), out);
+    };
+    ctx.s.info.last_cmd.store(cmd.id, Relaxed);
+    let start = Instant::now();
+    let reply = handler(ctx, args);
+    let usec = start.elapsed().as_micros() as u64;
+    cmd.stats.calls.fetch_add(1, Relaxed);
+    cmd.stats.usec.fetch_add(usec, Relaxed);
+    if reply.is_error() {
+        cmd.stats.failed.fetch_add(1, Relaxed);
+    }
+    out.wrote = cmd.flags & WRITE != 0;
+    (reply, out)
+}
+
+/// Whether a pause in `mode` holds this command back (as Redis: all commands, or writes).
+pub fn paused_by(srv: &Shared, args: &[&[u8]], mode: crate::server::PauseMode) -> bool {
+    match mode {
+        crate::server::PauseMode::All => true,
+        crate::server::PauseMode::Write => {
+            srv.table.resolve(args).is_some_and(|c| c.flags & (WRITE | MAY_REPLICATE) != 0)
+        }
+    }
+}
+
+/// `<COMMAND> HELP`.
+fn help(_ctx: &mut Ctx<'_>, args: &[&[u8]]) -> Reply {
+    let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+    let lines = meta::HELP.iter().find(|(n, _)| *n == name).map(|(_, l)| *l).unwrap_or(&[]);
+    Reply::Array(lines.iter().map(|l| Reply::Status(std::borrow::Cow::Borrowed(l))).collect())
+}
+
+// ---- shared helpers for handlers ----
+
+pub const SYNTAX: &str = "ERR syntax error";
+pub const NOT_INT: &str = "ERR value is not an integer or out of range";
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const DB_RANGE: &str = "ERR DB index is out of range";
+
+pub fn int_arg(a: &[u8]) -> Result<i64, Reply> {
+    parse_i64(a).ok_or_else(|| Reply::err(NOT_INT))
+}
+
+/// `getIntFromObjectOrReply`.
+pub fn i32_arg(a: &[u8]) -> Result<i32, Reply> {
+    parse_i64(a).and_then(|v| i32::try_from(v).ok()).ok_or_else(|| Reply::err(NOT_INT))
+}
+
+pub fn engine_err(e: EngineError) -> Reply {
+    Reply::error(format!("ERR {e}"))
+}
+
+pub fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Unwraps a `Result<_, Reply>` or returns the reply from the handler.
+#[macro_export]
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}

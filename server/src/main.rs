@@ -1,0 +1,103 @@
+//! `segkv-server [CONFIG_FILE] [--name value ...]`: starts the server (see README.md).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use segkv_engine::{Config as EngineConfig, Engine};
+use segkv_server::config::Config;
+use segkv_server::net;
+use segkv_server::server::Shared;
+
+fn usage() -> ! {
+    eprintln!(
+        "Usage: segkv-server [/path/to/segkv.conf] [options]\n       segkv-server -v or --version\n       segkv-server -h or --help\n\n\
+         Options are config names as in redis.conf, e.g.:\n       segkv-server --port 7777 --dir ./data --appendfsync always\n       segkv-server /etc/segkv.conf --loglevel verbose"
+    );
+    std::process::exit(1);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("-v" | "--version") => {
+            println!("segkv-server v={} (Redis {} compatible)", env!("CARGO_PKG_VERSION"), segkv_server::REDIS_VERSION);
+            return;
+        }
+        Some("-h" | "--help") => usage(),
+        _ => {}
+    }
+    let cfg = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let mut ecfg = EngineConfig::new(cfg.dir());
+    ecfg.databases = cfg.databases();
+    ecfg.appendfsync = cfg.appendfsync();
+    ecfg.segment_size = cfg.segment_size();
+    ecfg.recover_corrupt = cfg.get("recover-corrupt") == "yes";
+    let engine = match Engine::open(ecfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("segkv: cannot open the data directory {}: {e}", cfg.dir().display());
+            std::process::exit(1);
+        }
+    };
+    let listeners = match net::bind_all(&cfg.bind(), cfg.port()) {
+        Ok(l) if !l.is_empty() => l,
+        Ok(_) => {
+            eprintln!("segkv: no address to listen on (check 'bind')");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("segkv: {e}");
+            std::process::exit(1);
+        }
+    };
+    let threads = cfg.threads();
+    let port = cfg.port();
+    let dir = cfg.dir().display().to_string();
+    let policy = cfg.appendfsync();
+    let srv = Arc::new(Shared::new(engine, cfg));
+    {
+        let s = srv.clone();
+        srv.engine.on_durable(Box::new(move |_addr| s.wake_all()));
+    }
+    let workers = match net::start_workers(&srv, threads) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("segkv: cannot start worker threads: {e}");
+            std::process::exit(1);
+        }
+    };
+    {
+        let s = srv.clone();
+        let mut signals = match signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("segkv: cannot install signal handlers: {e}");
+                std::process::exit(1);
+            }
+        };
+        std::thread::Builder::new()
+            .name("segkv-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    eprintln!("segkv: received signal {sig}, scheduling shutdown");
+                    net::shutdown_now(&s);
+                }
+            })
+            .expect("spawn signal thread");
+    }
+    eprintln!(
+        "segkv: ready to accept connections on port {port} ({threads} worker threads, dir {dir}, appendfsync {})",
+        policy.name()
+    );
+    net::accept_loop(srv, listeners, workers);
+    std::process::exit(1);
+}

@@ -1,0 +1,552 @@
+//! Connections and event loops (epoll through mio).
+//!
+//! One acceptor thread hands each new connection to one of N worker threads (round robin). Each
+//! worker runs its own mio event loop over its own connections and calls the one shared engine.
+//! A connection is a small state machine: read into the buffer, parse and run every complete
+//! command, append the encoded replies, write what may be written. It never blocks:
+//!
+//! - **Backpressure.** While a connection has more than [`OUT_HIGH`] bytes of replies waiting,
+//!   it stops running commands and stops reading, so neither a slow reader nor a flood of
+//!   pipelined requests grows memory without bound; it resumes when the socket drains.
+//! - **Durability.** Under `appendfsync always`, the reply of a write (and every later reply of
+//!   that connection, to keep order) is held until the engine's durable address passes the log
+//!   tail read after the write; the engine's `on_durable` callback wakes the workers.
+//! - **Idle cost.** An idle connection keeps no read buffer (reads go through a per-worker
+//!   scratch buffer) and no output buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use segkv_engine::FsyncPolicy;
+
+use crate::cmd::{Ctx, dispatch, paused_by};
+use crate::reply::Reply;
+use crate::resp::{Parsed, Parser};
+use crate::server::{ClientInfo, ReplyMode, Session, Shared, Wake, unix_ms};
+
+/// Pending reply bytes above which a connection stops running commands.
+pub const OUT_HIGH: usize = 256 * 1024;
+/// Size of one socket read (Redis's `PROTO_IOBUF_LEN`).
+const READ_CHUNK: usize = 16 * 1024;
+const WAKE: Token = Token(0);
+
+struct MioWake(Waker);
+
+impl Wake for MioWake {
+    fn wake(&self) {
+        let _ = self.0.wake();
+    }
+}
+
+struct Conn {
+    sock: TcpStream,
+    session: Session,
+    rbuf: Vec<u8>,
+    parser: Parser,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    sent: usize,
+    /// Start of the replies held for durability, and the log address they wait for.
+    held: Option<(usize, u64)>,
+    /// The socket may have more to read (edge-triggered readiness).
+    readable: bool,
+    /// Stop reading; close once `out` is written.
+    closing: bool,
+    /// Commands wait for a CLIENT PAUSE to end.
+    paused: bool,
+    /// Since when the output is above the soft limit.
+    soft_since: Option<Instant>,
+}
+
+/// What a worker receives from the acceptor.
+pub type NewConn = (TcpStream, Arc<ClientInfo>);
+
+struct Worker {
+    srv: Arc<Shared>,
+    poll: Poll,
+    rx: Receiver<NewConn>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    scratch: Vec<u8>,
+    /// Connections with replies held for durability, or paused commands.
+    waiting: HashSet<Token>,
+    kill_seen: u64,
+    last_cron: Instant,
+}
+
+/// Starts `n` workers; returns the senders the acceptor hands connections to.
+pub fn start_workers(srv: &Arc<Shared>, n: usize) -> io::Result<Vec<(Sender<NewConn>, Arc<dyn Wake>)>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let poll = Poll::new()?;
+        let waker: Arc<dyn Wake> = Arc::new(MioWake(Waker::new(poll.registry(), WAKE)?));
+        let (tx, rx) = channel();
+        let mut w = Worker {
+            srv: srv.clone(),
+            poll,
+            rx,
+            conns: HashMap::new(),
+            next_token: 1,
+            scratch: vec![0; READ_CHUNK],
+            waiting: HashSet::new(),
+            kill_seen: 0,
+            last_cron: Instant::now(),
+        };
+        std::thread::Builder::new().name(format!("segkv-worker-{i}")).spawn(move || w.run())?;
+        srv.wakers.write().unwrap().push(waker.clone());
+        out.push((tx, waker));
+    }
+    Ok(out)
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.waiting.iter().any(|t| self.conns.get(t).is_some_and(|c| c.paused)) {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(1000)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("segkv: worker poll failed: {e}");
+                return;
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == WAKE {
+                    woken = true;
+                    continue;
+                }
+                if let Some(c) = self.conns.get_mut(&t) {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        c.readable = true;
+                    }
+                    self.drive(t);
+                }
+            }
+            if woken {
+                self.accept_new();
+                self.check_kills();
+            }
+            // Durability releases and pause ends arrive as wakes or timeouts.
+            let waiting: Vec<Token> = self.waiting.iter().copied().collect();
+            for t in waiting {
+                self.drive(t);
+            }
+            if self.last_cron.elapsed() >= Duration::from_secs(1) {
+                self.cron();
+            }
+        }
+    }
+
+    fn accept_new(&mut self) {
+        while let Ok((mut sock, info)) = self.rx.try_recv() {
+            let t = Token(self.next_token);
+            self.next_token += 1;
+            if self.poll.registry().register(&mut sock, t, Interest::READABLE | Interest::WRITABLE).is_err() {
+                self.srv.clients.lock().unwrap().remove(&info.id);
+                self.srv.connected.fetch_sub(1, Relaxed);
+                continue;
+            }
+            let local = sock.peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+            let conn = Conn {
+                sock,
+                session: Session::new(info, local),
+                rbuf: Vec::new(),
+                parser: Parser::default(),
+                out: Vec::new(),
+                sent: 0,
+                held: None,
+                readable: true,
+                closing: false,
+                paused: false,
+                soft_since: None,
+            };
+            self.conns.insert(t, conn);
+            self.drive(t);
+        }
+    }
+
+    fn check_kills(&mut self) {
+        let tokens: Vec<Token> =
+            self.conns.iter().filter(|(_, c)| c.session.info.kill.load(Relaxed)).map(|(t, _)| *t).collect();
+        self.kill_seen += tokens.len() as u64;
+        for t in tokens {
+            self.close(t);
+        }
+    }
+
+    /// Once a second: idle timeouts.
+    fn cron(&mut self) {
+        self.last_cron = Instant::now();
+        let timeout = self.srv.limits.timeout.load(Relaxed);
+        if timeout == 0 {
+            return;
+        }
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let i = &c.session.info;
+                let now = i.created.elapsed().as_millis() as u64;
+                now.saturating_sub(i.last_interaction_ms.load(Relaxed)) / 1000 > timeout
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.close(t);
+        }
+    }
+
+    fn close(&mut self, t: Token) {
+        if let Some(mut c) = self.conns.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            self.srv.clients.lock().unwrap().remove(&c.session.info.id);
+            self.srv.connected.fetch_sub(1, Relaxed);
+        }
+        self.waiting.remove(&t);
+    }
+
+    /// Makes all the progress possible on one connection.
+    fn drive(&mut self, t: Token) {
+        let srv = self.srv.clone();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = match self.conns.get_mut(&t) {
+            Some(c) => step(&srv, c, &mut scratch),
+            None => Ok(false),
+        };
+        self.scratch = scratch;
+        match result {
+            Err(()) => self.close(t),
+            Ok(waiting) => {
+                if waiting {
+                    self.waiting.insert(t);
+                } else {
+                    self.waiting.remove(&t);
+                }
+            }
+        }
+    }
+}
+
+/// Drives one connection until it would block. `Ok(true)`: it waits on durability or a pause.
+fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
+    loop {
+        let mut progress = false;
+        if let Some((_, need)) = c.held
+            && srv.engine.durable_addr() >= need
+        {
+            c.held = None;
+        }
+        let limit = c.held.map(|(from, _)| from).unwrap_or(c.out.len());
+        if c.sent < limit {
+            match c.sock.write(&c.out[c.sent..limit]) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    c.sent += n;
+                    srv.stats.net_output_bytes.fetch_add(n as u64, Relaxed);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => return Err(()),
+            }
+        }
+        if c.sent == c.out.len() {
+            c.out.clear();
+            c.sent = 0;
+            if c.out.capacity() > OUT_HIGH * 2 {
+                c.out = Vec::new();
+            }
+            if c.closing {
+                return Err(());
+            }
+        } else if c.sent > OUT_HIGH {
+            c.out.drain(..c.sent);
+            if let Some((from, _)) = &mut c.held {
+                *from -= c.sent;
+            }
+            c.sent = 0;
+        }
+        check_output_limits(srv, c)?;
+        if !c.closing && c.out.len() - c.sent <= OUT_HIGH {
+            if c.paused && srv.paused().is_none() {
+                c.paused = false;
+            }
+            // Run what is buffered, then read more.
+            if !c.paused && !c.rbuf.is_empty() {
+                let mut rbuf = std::mem::take(&mut c.rbuf);
+                run_commands(srv, c, &rbuf)?;
+                c.parser.compact(&mut rbuf);
+                c.rbuf = rbuf;
+                progress |= c.sent < c.out.len();
+            }
+            if !c.paused && c.readable && c.out.len() - c.sent <= OUT_HIGH && !c.closing {
+                match c.sock.read(scratch) {
+                    Ok(0) => return Err(()),
+                    Ok(n) => {
+                        srv.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                        progress = true;
+                        if c.rbuf.is_empty() {
+                            // Fast path: parse straight from the scratch buffer, keep the rest.
+                            run_commands(srv, c, &scratch[..n])?;
+                            let rest = &scratch[c.parser.start()..n];
+                            c.rbuf.extend_from_slice(rest);
+                            c.parser.rebase(c.parser.start());
+                        } else {
+                            c.rbuf.extend_from_slice(&scratch[..n]);
+                        }
+                        let qlimit = srv.limits.query_buffer_limit.load(Relaxed) as usize;
+                        if c.rbuf.len() > qlimit {
+                            eprintln!(
+                                "segkv: closing client {} ({}) that reached the max query buffer length ({} bytes)",
+                                c.session.info.id,
+                                c.session.info.addr,
+                                c.rbuf.len()
+                            );
+                            srv.stats.client_qbuf_limit_disconnections.fetch_add(1, Relaxed);
+                            return Err(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => return Err(()),
+                }
+            }
+        }
+        if c.rbuf.is_empty() && c.rbuf.capacity() > 0 {
+            c.rbuf = Vec::new();
+        }
+        c.session.info.qbuf.store(c.rbuf.len() as u64, Relaxed);
+        c.session.info.obl.store((c.out.len() - c.sent) as u64, Relaxed);
+        if !progress {
+            return Ok(c.held.is_some() || c.paused);
+        }
+    }
+}
+
+fn check_output_limits(srv: &Shared, c: &mut Conn) -> Result<(), ()> {
+    let (hard, soft, secs) = srv.limits.output.lock().unwrap()[0];
+    let pending = (c.out.len() - c.sent) as i64;
+    let over_hard = hard > 0 && pending > hard;
+    let over_soft = soft > 0 && pending > soft;
+    if over_soft {
+        let since = *c.soft_since.get_or_insert_with(Instant::now);
+        if since.elapsed().as_secs() as i64 >= secs && secs > 0 || (secs == 0 && over_soft) {
+            return limit_close(srv, c);
+        }
+    } else {
+        c.soft_since = None;
+    }
+    if over_hard {
+        return limit_close(srv, c);
+    }
+    Ok(())
+}
+
+fn limit_close(srv: &Shared, c: &Conn) -> Result<(), ()> {
+    eprintln!(
+        "segkv: client {} ({}) scheduled to be closed for overcoming of output buffer limits",
+        c.session.info.id, c.session.info.addr
+    );
+    srv.stats.client_outbuf_limit_disconnections.fetch_add(1, Relaxed);
+    Err(())
+}
+
+/// Parses and runs every complete command in `buf` (positions per `c.parser`), appending replies.
+fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
+    let max_bulk = srv.limits.proto_max_bulk_len.load(Relaxed);
+    let always = srv.appendfsync == FsyncPolicy::Always;
+    loop {
+        if c.out.len() - c.sent > OUT_HIGH || c.closing {
+            return Ok(());
+        }
+        match c.parser.next(buf, max_bulk) {
+            Ok(Parsed::Incomplete) => return Ok(()),
+            Ok(Parsed::Empty) => c.parser.consume(),
+            Err(e) => {
+                let text = format!("ERR {}", e.0);
+                srv.count_error(&text);
+                eprintln!("segkv: protocol error from client {} ({}): {}", c.session.info.id, c.session.info.addr, e.0);
+                Reply::error(text).encode(c.session.proto, &mut c.out);
+                c.closing = true;
+                return Ok(());
+            }
+            Ok(Parsed::Command) => {
+                let args = c.parser.args(buf);
+                if let Some((mode, _)) = srv.paused()
+                    && paused_by(srv, &args, mode)
+                {
+                    c.paused = true;
+                    return Ok(());
+                }
+                let info = &c.session.info;
+                info.last_interaction_ms.store(info.created.elapsed().as_millis() as u64, Relaxed);
+                let mode_before = c.session.reply;
+                let mut ctx = Ctx { srv, s: &mut c.session, shutdown: false };
+                let (reply, outcome) = dispatch(&mut ctx, &args);
+                let shutdown = ctx.shutdown;
+                drop(args);
+                c.parser.consume();
+                srv.stats.commands_processed.fetch_add(1, Relaxed);
+                if outcome.drop_connection {
+                    eprintln!("segkv: possible SECURITY ATTACK detected (HTTP request to the RESP port); connection dropped");
+                    return Err(());
+                }
+                if shutdown {
+                    shutdown_now(srv);
+                }
+                if let Reply::Error(t) = &reply {
+                    srv.count_error(t);
+                }
+                let send = match mode_before {
+                    ReplyMode::Skip => {
+                        if c.session.reply == ReplyMode::Skip {
+                            c.session.reply = ReplyMode::On;
+                        }
+                        false
+                    }
+                    ReplyMode::Off => c.session.reply != ReplyMode::Off,
+                    _ => true,
+                };
+                if c.session.reply == ReplyMode::SkipNext {
+                    c.session.reply = ReplyMode::Skip;
+                }
+                let start = c.out.len();
+                if send {
+                    reply.encode(c.session.proto, &mut c.out);
+                }
+                if always && outcome.wrote {
+                    let need = srv.engine.tail_addr();
+                    c.held = Some((c.held.map(|(f, _)| f).unwrap_or(start), need));
+                }
+                if c.session.close_after_reply {
+                    c.closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// SHUTDOWN and signals: make the log durable, then exit 0.
+pub fn shutdown_now(srv: &Shared) -> ! {
+    srv.shutting_down.store(true, Relaxed);
+    eprintln!("segkv: shutting down: syncing the log");
+    if let Err(e) = srv.engine.sync() {
+        eprintln!("segkv: sync at shutdown failed: {e}");
+        std::process::exit(1);
+    }
+    eprintln!("segkv: bye");
+    std::process::exit(0);
+}
+
+/// Binds every `bind` address. A leading `-` marks an address that may be unavailable.
+pub fn bind_all(addrs: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let (optional, a) = match a.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, a.as_str()),
+        };
+        let host = match a {
+            "*" => "0.0.0.0",
+            "::*" => "::",
+            h => h,
+        };
+        let sa: SocketAddr = match format!("{host}:{port}").parse().or_else(|_| format!("[{host}]:{port}").parse()) {
+            Ok(sa) => sa,
+            Err(_) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid bind address '{a}'")));
+            }
+        };
+        match std::net::TcpListener::bind(sa) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                out.push(TcpListener::from_std(l));
+            }
+            Err(e) if optional => eprintln!("segkv: skipping optional bind address {a}: {e}"),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("could not bind {sa}: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// The acceptor loop: never returns unless polling fails.
+pub fn accept_loop(srv: Arc<Shared>, mut listeners: Vec<TcpListener>, workers: Vec<(Sender<NewConn>, Arc<dyn Wake>)>) {
+    let mut poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("segkv: cannot create poll: {e}");
+            std::process::exit(1);
+        }
+    };
+    for (i, l) in listeners.iter_mut().enumerate() {
+        if let Err(e) = poll.registry().register(l, Token(i), Interest::READABLE) {
+            eprintln!("segkv: cannot register listener: {e}");
+            std::process::exit(1);
+        }
+    }
+    let rr = Mutex::new(0usize);
+    let mut events = Events::with_capacity(128);
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("segkv: accept poll failed: {e}");
+            return;
+        }
+        for ev in events.iter() {
+            let l = &listeners[ev.token().0];
+            loop {
+                match l.accept() {
+                    Ok((mut sock, peer)) => {
+                        srv.stats.connections_received.fetch_add(1, Relaxed);
+                        let max = srv.limits.maxclients.load(Relaxed);
+                        if srv.connected.load(Relaxed) >= max {
+                            srv.stats.rejected_connections.fetch_add(1, Relaxed);
+                            let _ = sock.write(b"-ERR max number of clients reached\r\n");
+                            continue;
+                        }
+                        let _ = sock.set_nodelay(true);
+                        let id = srv.next_client_id.fetch_add(1, Relaxed);
+                        let mut i = rr.lock().unwrap();
+                        let w = *i % workers.len();
+                        *i += 1;
+                        let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        let fd = {
+                            use std::os::fd::AsRawFd;
+                            sock.as_raw_fd()
+                        };
+                        let info = Arc::new(ClientInfo::new(id, peer.to_string(), laddr, fd, w));
+                        srv.clients.lock().unwrap().insert(id, info.clone());
+                        srv.connected.fetch_add(1, Relaxed);
+                        let _ = workers[w].0.send((sock, info));
+                        workers[w].1.wake();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly rather than spin.
+                        eprintln!("segkv: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = unix_ms();
+    }
+}

@@ -1,0 +1,303 @@
+//! State shared by every worker thread: the engine, the configuration, the client registry,
+//! statistics, the pause state and the lock table for multi-key commands.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use segkv_engine::{Engine, FsyncPolicy};
+
+use crate::cmd::Table;
+use crate::config::{Config, OutputLimits};
+
+/// Wakes a worker's event loop (a `mio::Waker` in production; anything in tests).
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// Limits read on hot paths, mirrored from the config after every CONFIG SET.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub maxclients: AtomicUsize,
+    pub proto_max_bulk_len: AtomicU64,
+    pub query_buffer_limit: AtomicU64,
+    pub timeout: AtomicU64,
+    pub output: Mutex<OutputLimits>,
+}
+
+/// Counters for INFO stats.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub error_replies: AtomicU64,
+    pub unexpected_error_replies: AtomicU64,
+    pub client_qbuf_limit_disconnections: AtomicU64,
+    pub client_outbuf_limit_disconnections: AtomicU64,
+    /// Error code (first word of an error reply) to count, for INFO errorstats.
+    pub errors: Mutex<HashMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn reset(&self) {
+        for c in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.commands_processed,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.keyspace_hits,
+            &self.keyspace_misses,
+            &self.error_replies,
+            &self.unexpected_error_replies,
+            &self.client_qbuf_limit_disconnections,
+            &self.client_outbuf_limit_disconnections,
+        ] {
+            c.store(0, Relaxed);
+        }
+        self.errors.lock().unwrap().clear();
+    }
+}
+
+/// What CLIENT LIST shows of a connection, and how other threads reach it (CLIENT KILL).
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub worker: usize,
+    pub created: Instant,
+    pub name: Mutex<Vec<u8>>,
+    pub db: AtomicUsize,
+    pub resp: AtomicU8,
+    /// Index of the last command in the command table (`usize::MAX`: none yet).
+    pub last_cmd: AtomicUsize,
+    /// Milliseconds since `created` of the last command.
+    pub last_interaction_ms: AtomicU64,
+    pub kill: AtomicBool,
+    pub no_evict: AtomicBool,
+    pub qbuf: AtomicU64,
+    pub obl: AtomicU64,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: String, laddr: String, fd: i32, worker: usize) -> Self {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            fd,
+            worker,
+            created: Instant::now(),
+            name: Mutex::new(Vec::new()),
+            db: AtomicUsize::new(0),
+            resp: AtomicU8::new(2),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            last_interaction_ms: AtomicU64::new(0),
+            kill: AtomicBool::new(false),
+            no_evict: AtomicBool::new(false),
+            qbuf: AtomicU64::new(0),
+            obl: AtomicU64::new(0),
+        }
+    }
+}
+
+/// CLIENT PAUSE state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseMode {
+    Write,
+    All,
+}
+
+/// A process-wide table of striped locks. Multi-key commands lock every stripe their keys hash
+/// to, in ascending stripe order, so two multi-key commands never deadlock and never interleave
+/// on a shared key. Single-key commands take no lock (the engine makes each of them atomic).
+#[derive(Debug)]
+pub struct LockTable {
+    stripes: Vec<Mutex<()>>,
+}
+
+impl LockTable {
+    pub fn new(n: usize) -> Self {
+        LockTable { stripes: (0..n).map(|_| Mutex::new(())).collect() }
+    }
+
+    fn stripe(&self, db: usize, key: &[u8]) -> usize {
+        // FNV-1a: cheap and good enough to spread stripes.
+        let mut h: u64 = 0xcbf29ce484222325 ^ db as u64;
+        for &b in key {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        (h % self.stripes.len() as u64) as usize
+    }
+
+    /// Locks the stripes of every (db, key), in a fixed order.
+    pub fn lock<'a>(&'a self, keys: &[(usize, &[u8])]) -> Vec<MutexGuard<'a, ()>> {
+        let mut idx: Vec<usize> = keys.iter().map(|(db, k)| self.stripe(*db, k)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())).collect()
+    }
+}
+
+/// Everything the workers share.
+pub struct Shared {
+    pub engine: Engine,
+    pub config: RwLock<Config>,
+    pub limits: Limits,
+    pub stats: Stats,
+    pub table: Table,
+    pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    pub connected: AtomicUsize,
+    pub next_client_id: AtomicU64,
+    /// (mode, deadline in unix ms) while clients are paused.
+    pub pause: Mutex<Option<(PauseMode, u64)>>,
+    pub locks: LockTable,
+    pub started: Instant,
+    pub run_id: String,
+    pub lastsave: AtomicU64,
+    pub wakers: RwLock<Vec<Arc<dyn Wake>>>,
+    /// Set by SHUTDOWN or a signal; the process exits once the log is synced.
+    pub shutting_down: AtomicBool,
+    pub appendfsync: FsyncPolicy,
+    pub tcp_port: u16,
+    pub executable: String,
+    pub config_file: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("engine", &self.engine).finish()
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn run_id() -> String {
+    // 40 hex characters, as Redis's run_id; unique enough from time, pid and a stack address.
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        ^ ((std::process::id() as u128) << 64);
+    let mut x = seed as u64 ^ (seed >> 64) as u64;
+    let mut s = String::new();
+    for _ in 0..5 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("{x:016x}"));
+    }
+    s.truncate(40);
+    s
+}
+
+impl Shared {
+    pub fn new(engine: Engine, config: Config) -> Shared {
+        let limits = Limits::default();
+        let appendfsync = config.appendfsync();
+        let tcp_port = config.port();
+        let config_file = config.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let s = Shared {
+            engine,
+            config: RwLock::new(config),
+            limits,
+            stats: Stats::default(),
+            table: Table::build(),
+            clients: Mutex::new(HashMap::new()),
+            connected: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(1),
+            pause: Mutex::new(None),
+            locks: LockTable::new(1024),
+            started: Instant::now(),
+            run_id: run_id(),
+            lastsave: AtomicU64::new(unix_ms() / 1000),
+            wakers: RwLock::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            appendfsync,
+            tcp_port,
+            executable: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            config_file,
+        };
+        s.refresh_limits();
+        s
+    }
+
+    /// Copies hot-path limits out of the config.
+    pub fn refresh_limits(&self) {
+        let c = self.config.read().unwrap();
+        self.limits.maxclients.store(c.maxclients(), Relaxed);
+        self.limits.proto_max_bulk_len.store(c.proto_max_bulk_len(), Relaxed);
+        self.limits.query_buffer_limit.store(c.query_buffer_limit(), Relaxed);
+        self.limits.timeout.store(c.timeout(), Relaxed);
+        *self.limits.output.lock().unwrap() = c.output_limits();
+    }
+
+    pub fn wake_all(&self) {
+        for w in self.wakers.read().unwrap().iter() {
+            w.wake();
+        }
+    }
+
+    /// The current pause, if one is in force (an expired pause is cleared).
+    pub fn paused(&self) -> Option<(PauseMode, u64)> {
+        let mut p = self.pause.lock().unwrap();
+        if let Some((_, until)) = *p
+            && unix_ms() >= until
+        {
+            *p = None;
+        }
+        *p
+    }
+
+    pub fn count_error(&self, text: &str) {
+        self.stats.error_replies.fetch_add(1, Relaxed);
+        let code = text.split(' ').next().unwrap_or("ERR").to_string();
+        *self.stats.errors.lock().unwrap().entry(code).or_insert(0) += 1;
+    }
+
+    pub fn hit(&self, hit: bool) {
+        if hit {
+            self.stats.keyspace_hits.fetch_add(1, Relaxed);
+        } else {
+            self.stats.keyspace_misses.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Per-connection state that commands read and change.
+#[derive(Debug)]
+pub struct Session {
+    pub info: Arc<ClientInfo>,
+    pub db: usize,
+    pub proto: u8,
+    pub reply: ReplyMode,
+    /// Close the connection once the pending replies are written (QUIT, protocol errors).
+    pub close_after_reply: bool,
+    /// Whether the connection comes from a loopback address (DEBUG is allowed locally).
+    pub local: bool,
+}
+
+/// CLIENT REPLY state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Set by CLIENT REPLY SKIP: the next command's reply is dropped.
+    SkipNext,
+    /// The current command's reply is dropped.
+    Skip,
+}
+
+impl Session {
+    pub fn new(info: Arc<ClientInfo>, local: bool) -> Self {
+        Session { info, db: 0, proto: 2, reply: ReplyMode::On, close_after_reply: false, local }
+    }
+}
