@@ -9,7 +9,9 @@
 //! ```
 
 mod api;
+mod gate;
+mod index;
 mod store;
 
 pub use api::*;
-pub use store::Engine;
+pub use store::{Engine, MAX_DATABASES, RecoveryInfo};

@@ -1,16 +1,38 @@
-//! TEMPORARY in-memory backend with the final API, so the server can be written in parallel.
-//! Replaced by the log-backed index in this same session.
+//! The store: the index over the log, with the operations the server calls.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use segkv_log::epoch::{EpochCell, EpochGuard, pin};
+use segkv_log::{Kind, Log, LogConfig, RecordSpec, RecordView};
 
 use crate::api::*;
+use crate::gate::Gate;
+use crate::index::{Found, Index, Table, hash, is_tomb, make_slot, slot_addr, tombed};
 
-type Db = HashMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+/// Keyspaces are fixed ids stored in records; databases map onto them (SWAPDB swaps the map).
+pub const MAX_DATABASES: usize = 16;
+
+struct Keyspace {
+    index: EpochCell<Index>,
+}
 
 pub struct Engine {
     cfg: Config,
-    dbs: Mutex<Vec<Db>>,
+    log: Log,
+    keyspaces: Box<[Keyspace]>,
+    db_map: [AtomicU8; MAX_DATABASES],
+    gate: Gate,
+    expired_keys: AtomicU64,
+    recovery: RecoveryInfo,
+}
+
+/// What the last open found in the log.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryInfo {
+    pub report: segkv_log::RecoveryReport,
+    pub keys_loaded: u64,
+    pub expired_skipped: u64,
+    pub seconds: f64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -19,14 +41,127 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn live(e: &(Vec<u8>, Option<u64>), now: u64) -> bool {
-    e.1.is_none_or(|t| t > now)
+fn current_of<'a>(rec: &RecordView<'a>, now: u64) -> Option<Current<'a>> {
+    (rec.kind == Kind::Put && !rec.expired(now)).then_some(Current { value: rec.value, expire_at: rec.expire_at })
+}
+
+/// Recovery-time state: newest-wins replay of the log into fresh indexes.
+struct Replay {
+    tables: Vec<Vec<(u64, u64, Kind, Option<u64>)>>,
+    db_map: [u8; MAX_DATABASES],
 }
 
 impl Engine {
+    /// Opens the data directory, replaying the log into the index.
     pub fn open(cfg: Config) -> Result<Engine, EngineError> {
-        let n = cfg.databases;
-        Ok(Engine { cfg, dbs: Mutex::new((0..n).map(|_| HashMap::new()).collect()) })
+        if cfg.databases == 0 || cfg.databases > MAX_DATABASES {
+            return Err(EngineError::BadDb(cfg.databases));
+        }
+        let t0 = std::time::Instant::now();
+        let lcfg = LogConfig {
+            dir: cfg.dir.clone(),
+            segment_size: cfg.segment_size,
+            fsync: cfg.appendfsync,
+            writer: cfg.writer,
+            recover_corrupt: cfg.recover_corrupt,
+        };
+        // Pass 1 (during the log scan): collect (addr, hash) per keyspace in address order.
+        let mut replay = Replay {
+            tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
+            db_map: std::array::from_fn(|i| i as u8),
+        };
+        let (log, report) = Log::open(lcfg, |addr, rec| {
+            let ks = rec.keyspace as usize;
+            match rec.kind {
+                Kind::Put | Kind::Delete if ks < MAX_DATABASES => {
+                    replay.tables[ks].push((addr, hash(rec.key), rec.kind, rec.expire_at));
+                }
+                Kind::FlushKeyspace if ks < MAX_DATABASES => replay.tables[ks].clear(),
+                Kind::SwapDb if rec.value.len() == 2 => {
+                    let (a, b) = (rec.value[0] as usize, rec.value[1] as usize);
+                    if a < MAX_DATABASES && b < MAX_DATABASES {
+                        replay.db_map.swap(a, b);
+                    }
+                }
+                _ => {}
+            }
+        })?;
+        let now = cfg.clock.now_ms();
+        let mut engine = Engine {
+            keyspaces: (0..MAX_DATABASES).map(|_| Keyspace { index: EpochCell::new(Index::new(Table::for_keys(0))) }).collect(),
+            db_map: std::array::from_fn(|i| AtomicU8::new(replay.db_map[i])),
+            gate: Gate::new(),
+            expired_keys: AtomicU64::new(0),
+            recovery: RecoveryInfo::default(),
+            log,
+            cfg,
+        };
+        // Pass 2: build each keyspace's index, newest record of a key winning.
+        let mut loaded = 0u64;
+        let mut expired = 0u64;
+        for (ks, recs) in replay.tables.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let index = Index::new(Table::for_keys(recs.len()));
+            let g = pin();
+            for (addr, h, kind, exp) in recs {
+                let Some(rec) = engine.log.read(addr, &g) else { continue };
+                let dead = kind == Kind::Delete || exp.is_some_and(|t| t <= now);
+                let new = make_slot(addr, h, dead);
+                let found = index.find(&engine.log, rec.key, h, &g);
+                let was_live = match &found {
+                    Found::Hit { v, .. } => !is_tomb(*v),
+                    Found::Miss { .. } => false,
+                };
+                let old_exp = match &found {
+                    Found::Hit { v, .. } if !is_tomb(*v) => engine.log.read(slot_addr(*v), &g).and_then(|r| r.expire_at),
+                    _ => None,
+                };
+                if !index.install(&found, new) {
+                    unreachable!("single-threaded replay lost a CAS");
+                }
+                index.live.fetch_add(i64::from(!dead) - i64::from(was_live), Ordering::Relaxed);
+                index.expires.fetch_add(
+                    i64::from(!dead && exp.is_some()) - i64::from(was_live && old_exp.is_some()),
+                    Ordering::Relaxed,
+                );
+                if kind == Kind::Put && dead {
+                    expired += 1;
+                }
+                if index.needs_resize(&g) {
+                    index.start_resize(&g);
+                    while index.help_migrate(&engine.log, &g) {}
+                }
+            }
+            loaded += index.len();
+            // Size the table for what survived (many records may have been overwrites).
+            let live = index.len() as usize;
+            let index = if index.nslots(&g) > Table::for_keys(live).nslots() * 2 {
+                let fitted = Index::new(Table::for_keys(live));
+                fitted.live.store(index.live.load(Ordering::Relaxed), Ordering::Relaxed);
+                fitted.expires.store(index.expires.load(Ordering::Relaxed), Ordering::Relaxed);
+                index.for_range(&engine.log, 0, None, &g, &mut |v| {
+                    if !is_tomb(v)
+                        && let Some(rec) = engine.log.read(slot_addr(v), &g)
+                    {
+                        let found = fitted.find(&engine.log, rec.key, hash(rec.key), &g);
+                        fitted.install(&found, v);
+                    }
+                });
+                fitted
+            } else {
+                index
+            };
+            engine.keyspaces[ks].index.replace(index, &g);
+        }
+        engine.recovery = RecoveryInfo {
+            report,
+            keys_loaded: loaded,
+            expired_skipped: expired,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        Ok(engine)
     }
 
     pub fn config(&self) -> &Config {
@@ -41,15 +176,55 @@ impl Engine {
         self.cfg.clock.now_ms()
     }
 
-    /// Calls `f` with the live value of `key`, if any.
+    /// What recovery found when this engine was opened.
+    pub fn recovery(&self) -> &RecoveryInfo {
+        &self.recovery
+    }
+
+    /// The log underneath (for tools and replication).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn keyspace_of(&self, db: usize) -> usize {
+        self.db_map[db].load(Ordering::Acquire) as usize
+    }
+
+    fn index<'g>(&'g self, db: usize, g: &'g EpochGuard) -> (usize, &'g Index) {
+        let ks = self.keyspace_of(db);
+        (ks, self.keyspaces[ks].index.load(g))
+    }
+
+    /// Calls `f` with the live value of `key`, if any. Lock-free; an expired key is a miss and
+    /// is removed from the index on the way.
     pub fn read<R>(&self, db: usize, key: &[u8], f: impl FnOnce(Current<'_>) -> R) -> Option<R> {
+        let g = pin();
+        let (_, index) = self.index(db, &g);
+        let h = hash(key);
+        let (v, slot) = index.get(&self.log, key, h, &g)?;
+        let rec = self.log.read(slot_addr(v), &g)?;
         let now = self.now_ms();
-        let dbs = self.dbs.lock().unwrap();
-        let e = dbs[db].get(key)?;
-        if !live(e, now) {
-            return None;
+        match current_of(&rec, now) {
+            Some(c) => Some(f(c)),
+            None => {
+                if rec.expired(now) {
+                    self.expire_slot(index, slot, v, rec.expire_at.is_some());
+                }
+                None
+            }
         }
-        Some(f(Current { value: &e.0, expire_at: e.1 }))
+    }
+
+    /// Marks an expired key's slot as a tomb (no log write: recovery treats the expired record
+    /// as a delete too).
+    fn expire_slot(&self, index: &Index, slot: &AtomicU64, v: u64, had_ttl: bool) {
+        if slot.compare_exchange(v, tombed(v), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            index.live.fetch_sub(1, Ordering::Relaxed);
+            if had_ttl {
+                index.expires.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.expired_keys.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self, db: usize, key: &[u8]) -> Option<Vec<u8>> {
@@ -60,29 +235,78 @@ impl Engine {
         self.read(db, key, |_| ()).is_some()
     }
 
-    /// Atomic read-modify-write: `f` sees the current value (or none) and decides.
-    /// `f` may be called more than once when writers race; only the last call's action applies.
+    /// Atomic read-modify-write: `f` sees the current value (or none) and decides. `f` may be
+    /// called more than once when writers race; only the last call's action is applied.
     pub fn update<R>(
         &self,
         db: usize,
         key: &[u8],
         mut f: impl FnMut(Option<Current<'_>>) -> (Action, R),
     ) -> Result<R, EngineError> {
-        let now = self.now_ms();
-        let mut dbs = self.dbs.lock().unwrap();
-        let d = &mut dbs[db];
-        let cur = d.get(key).filter(|e| live(e, now));
-        let (act, r) = f(cur.map(|e| Current { value: &e.0, expire_at: e.1 }));
-        match act {
-            Action::Keep => {}
-            Action::Put { value, expire_at } => {
-                d.insert(key.to_vec(), (value, expire_at));
-            }
-            Action::Delete => {
-                d.remove(key);
-            }
+        if db >= self.cfg.databases {
+            return Err(EngineError::BadDb(db));
         }
-        Ok(r)
+        let h = hash(key);
+        let result;
+        let grow;
+        {
+            let _w = self.gate.enter();
+            let g = pin();
+            let (ks, index) = self.index(db, &g);
+            if index.resizing(&g) {
+                index.help_migrate(&self.log, &g);
+            }
+            result = loop {
+                let found = index.find(&self.log, key, h, &g);
+                let now = self.now_ms();
+                let (old_rec, live_v) = match &found {
+                    Found::Hit { v, slot, .. } if !is_tomb(*v) => match self.log.read(slot_addr(*v), &g) {
+                        Some(rec) if rec.expired(now) => {
+                            self.expire_slot(index, slot, *v, true);
+                            continue;
+                        }
+                        Some(rec) => (Some(rec), true),
+                        None => (None, true),
+                    },
+                    _ => (None, false),
+                };
+                let cur = old_rec.as_ref().and_then(|r| current_of(r, now));
+                let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
+                let (action, r) = f(cur);
+                let (spec_kind, value, expire_at): (Kind, &[u8], Option<u64>) = match &action {
+                    Action::Keep => break r,
+                    Action::Delete if !live_v => break r,
+                    Action::Delete => (Kind::Delete, &[], None),
+                    Action::Put { value, expire_at } => (Kind::Put, value, *expire_at),
+                };
+                let spec = RecordSpec { kind: spec_kind, keyspace: ks as u8, key, value, expire_at };
+                let pending = self.log.append(&spec, &g)?;
+                let tomb = spec_kind == Kind::Delete;
+                if index.install(&found, make_slot(pending.addr(), h, tomb)) {
+                    pending.commit();
+                    let now_live = !tomb;
+                    index.live.fetch_add(i64::from(now_live) - i64::from(live_v), Ordering::Relaxed);
+                    index.expires.fetch_add(
+                        i64::from(now_live && expire_at.is_some()) - i64::from(live_v && old_ttl),
+                        Ordering::Relaxed,
+                    );
+                    break r;
+                }
+                pending.abort();
+            };
+            grow = index.needs_resize(&g);
+        }
+        if grow {
+            self.start_resize(db);
+        }
+        Ok(result)
+    }
+
+    fn start_resize(&self, db: usize) {
+        let _closed = self.gate.close();
+        let g = pin();
+        let (_, index) = self.index(db, &g);
+        index.start_resize(&g);
     }
 
     pub fn set(&self, db: usize, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetResult, EngineError> {
@@ -136,71 +360,163 @@ impl Engine {
 
     /// Keys in `db` (including expired keys not yet reclaimed, as Redis's DBSIZE).
     pub fn len(&self, db: usize) -> u64 {
-        self.dbs.lock().unwrap()[db].len() as u64
+        let g = pin();
+        self.index(db, &g).1.len()
     }
 
     /// Keys in `db` that have an expiry.
     pub fn expires_len(&self, db: usize) -> u64 {
-        self.dbs.lock().unwrap()[db].values().filter(|e| e.1.is_some()).count() as u64
+        let g = pin();
+        self.index(db, &g).1.expires.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Appends a control record and commits it (caller holds the gate closed).
+    fn append_control(&self, kind: Kind, keyspace: u8, value: &[u8]) -> Result<(), EngineError> {
+        let g = pin();
+        let p = self.log.append(&RecordSpec { kind, keyspace, key: &[], value, expire_at: None }, &g)?;
+        p.commit();
+        Ok(())
+    }
+
+    fn fresh_index(&self, ks: usize, g: &EpochGuard) {
+        self.keyspaces[ks].index.replace(Index::new(Table::for_keys(0)), g);
     }
 
     pub fn flush_db(&self, db: usize) -> Result<(), EngineError> {
-        self.dbs.lock().unwrap()[db].clear();
+        let _closed = self.gate.close();
+        let ks = self.keyspace_of(db);
+        self.append_control(Kind::FlushKeyspace, ks as u8, &[])?;
+        self.fresh_index(ks, &pin());
         Ok(())
     }
 
     pub fn flush_all(&self) -> Result<(), EngineError> {
-        for d in self.dbs.lock().unwrap().iter_mut() {
-            d.clear();
+        let _closed = self.gate.close();
+        let g = pin();
+        for ks in 0..MAX_DATABASES {
+            if self.keyspaces[ks].index.load(&g).len() > 0 || self.keyspaces[ks].index.load(&g).resizing(&g) {
+                self.append_control(Kind::FlushKeyspace, ks as u8, &[])?;
+                self.fresh_index(ks, &g);
+            }
         }
         Ok(())
     }
 
     pub fn swap_db(&self, a: usize, b: usize) -> Result<(), EngineError> {
-        self.dbs.lock().unwrap().swap(a, b);
+        if a >= self.cfg.databases {
+            return Err(EngineError::BadDb(a));
+        }
+        if b >= self.cfg.databases {
+            return Err(EngineError::BadDb(b));
+        }
+        if a == b {
+            return Ok(());
+        }
+        let _closed = self.gate.close();
+        self.append_control(Kind::SwapDb, 0, &[a as u8, b as u8])?;
+        let ka = self.db_map[a].load(Ordering::Acquire);
+        let kb = self.db_map[b].load(Ordering::Acquire);
+        self.db_map[a].store(kb, Ordering::Release);
+        self.db_map[b].store(ka, Ordering::Release);
         Ok(())
     }
 
-    /// One SCAN step: calls `f` for about `count` live keys from `cursor`, returns the next
-    /// cursor (0 when done). Every key present for the whole scan is returned at least once.
+    /// One SCAN step: calls `f` for the live keys whose hash lies in the step's range and
+    /// returns the next cursor (0 when done). The cursor is a position in hash space, which
+    /// does not move when the index grows, so every key present for the whole scan is returned
+    /// at least once.
     pub fn scan(&self, db: usize, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        let g = pin();
+        let (_, index) = self.index(db, &g);
         let now = self.now_ms();
-        let dbs = self.dbs.lock().unwrap();
-        let mut keys: Vec<&Vec<u8>> = dbs[db].iter().filter(|(_, e)| live(e, now)).map(|(k, _)| k).collect();
-        keys.sort();
-        let start = cursor as usize;
-        let end = (start + count.max(1)).min(keys.len());
-        for k in &keys[start.min(keys.len())..end] {
-            f(k);
-        }
-        if end >= keys.len() { 0 } else { end as u64 }
+        let slots = index.nslots(&g) as u64;
+        let step = (u64::MAX / slots.max(1)).saturating_mul(count.max(1) as u64);
+        let hi = cursor.checked_add(step).filter(|&h| h != 0);
+        index.for_range(&self.log, cursor, hi, &g, &mut |v| {
+            if !is_tomb(v)
+                && let Some(rec) = self.log.read(slot_addr(v), &g)
+                && current_of(&rec, now).is_some()
+            {
+                f(rec.key);
+            }
+        });
+        hi.unwrap_or(0)
     }
 
     pub fn random_key(&self, db: usize) -> Option<Vec<u8>> {
+        let g = pin();
+        let (_, index) = self.index(db, &g);
         let now = self.now_ms();
-        let dbs = self.dbs.lock().unwrap();
-        dbs[db].iter().find(|(_, e)| live(e, now)).map(|(k, _)| k.clone())
+        let r = random_u64();
+        let v = index.random_entry(r, &g, |v| {
+            self.log.read(slot_addr(v), &g).is_some_and(|rec| current_of(&rec, now).is_some())
+        })?;
+        self.log.read(slot_addr(v), &g).map(|r| r.key.to_vec())
     }
 
     /// Log address after every write issued so far; a write is durable once
-    /// `durable_addr() >= ` the value read after it completed.
+    /// `durable_addr() >=` the value read after it completed.
     pub fn tail_addr(&self) -> u64 {
-        0
+        self.log.tail_addr()
     }
 
     pub fn durable_addr(&self) -> u64 {
-        0
+        self.log.durable_addr()
     }
 
     /// Registers a callback run (on the flusher thread) whenever the durable address advances.
-    pub fn on_durable(&self, _cb: Box<dyn Fn(u64) + Send + Sync>) {}
+    pub fn on_durable(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
+        self.log.on_durable(cb)
+    }
 
     /// Blocks until everything written so far is on disk (SAVE, SHUTDOWN).
     pub fn sync(&self) -> Result<(), EngineError> {
-        Ok(())
+        Ok(self.log.sync()?)
     }
 
     pub fn stats(&self) -> EngineStats {
-        EngineStats::default()
+        let g = pin();
+        let mut keys = Vec::new();
+        let mut expires = Vec::new();
+        let mut index_bytes = 0;
+        for db in 0..self.cfg.databases {
+            let (_, index) = self.index(db, &g);
+            keys.push(index.len());
+            expires.push(index.expires.load(Ordering::Relaxed).max(0) as u64);
+        }
+        for ks in self.keyspaces.iter() {
+            index_bytes += ks.index.load(&g).bytes(&g) as u64;
+        }
+        EngineStats {
+            keys,
+            expires,
+            expired_keys: self.expired_keys.load(Ordering::Relaxed),
+            tail_addr: self.log.tail_addr(),
+            durable_addr: self.log.durable_addr(),
+            log_bytes_written: self.log.appended_bytes(),
+            segments: self.log.segment_count() as u64,
+            index_bytes,
+            writer: self.log.writer_name(),
+            last_fsync_ok: self.log.failed().is_none(),
+            fsyncs: self.log.fsyncs(),
+        }
     }
 }
+
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+

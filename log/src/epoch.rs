@@ -38,9 +38,10 @@ impl<T: Send + 'static> EpochCell<T> {
     pub fn compare_replace(&self, current: &T, new: T, guard: &Guard) -> Result<(), T> {
         let cur = Shared::from(current as *const T);
         match self.ptr.compare_exchange(cur, Owned::new(new), Ordering::AcqRel, Ordering::Acquire, guard) {
-            Ok(old) => {
-                // SAFETY: as in `replace`.
-                unsafe { guard.defer_destroy(old) };
+            Ok(_installed) => {
+                // crossbeam returns the pointer it wrote; the one replaced is `cur`.
+                // SAFETY: as in `replace`: `cur` is no longer reachable from the cell.
+                unsafe { guard.defer_destroy(cur) };
                 Ok(())
             }
             Err(e) => Err(*e.new.into_box()),

@@ -1,0 +1,379 @@
+//! The hash index: key → address of the key's newest record in the log.
+//!
+//! A table is an array of 64-byte buckets of eight 8-byte slots, probed linearly from the key's
+//! home bucket (`hash * buckets >> 64`, so any table size works and growth is by ~1.5x, not 2x).
+//! A slot is one `AtomicU64`:
+//!
+//! ```text
+//! bits 63..53  tag: 11 low bits of the key's hash (skips most foreign slots without a log read)
+//! bit  52      TOMB: the key is deleted (the address is its tombstone or expired record)
+//! bits 51..0   record address / 4
+//! 0            EMPTY;  u64::MAX  MOVED (the table is being migrated; look in the next one)
+//! ```
+//! A slot, once claimed by a key, belongs to that key until the table is replaced, so two
+//! inserters of one key always meet on the same slot. Per key, index addresses only grow: a
+//! writer reads the slot *before* reserving its record, so its record is newer than what it
+//! replaces; recovery's "newest address wins" therefore agrees with the index.
+//!
+//! Growth: a resize is started with the writer gate closed for an instant (so no insert is in
+//! flight in the old table), then every write migrates a chunk of slots: copy the slot's
+//! entry into the new table keeping the newer of the two, then CAS the old slot to MOVED (a
+//! failed CAS means a writer changed it: copy again). Lookups consult the old table first;
+//! a key found live there is current, otherwise they look in the new table. When every slot is
+//! MOVED the new table replaces the old, which is freed when no reader can hold it.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use segkv_log::Log;
+use segkv_log::epoch::{EpochCell, EpochGuard};
+
+pub(crate) const EMPTY: u64 = 0;
+pub(crate) const MOVED: u64 = u64::MAX;
+const ADDR_MASK: u64 = (1 << 52) - 1;
+const TOMB: u64 = 1 << 52;
+const TAG_SHIFT: u32 = 53;
+const TAG_MASK: u64 = 0x7ff;
+const SLOTS_PER_BUCKET: usize = 8;
+/// Slots migrated per write while a resize is under way.
+const CHUNK: usize = 256;
+
+pub(crate) fn hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+#[inline]
+pub(crate) fn make_slot(addr: u64, h: u64, tomb: bool) -> u64 {
+    debug_assert!(addr % 4 == 0 && addr >> 54 == 0 && addr != 0);
+    ((h & TAG_MASK) << TAG_SHIFT) | if tomb { TOMB } else { 0 } | (addr >> 2)
+}
+
+#[inline]
+pub(crate) fn slot_addr(v: u64) -> u64 {
+    (v & ADDR_MASK) << 2
+}
+
+#[inline]
+pub(crate) fn is_tomb(v: u64) -> bool {
+    v & TOMB != 0
+}
+
+/// The same entry marked deleted (lazy expiry of the record it points to).
+#[inline]
+pub(crate) fn tombed(v: u64) -> u64 {
+    v | TOMB
+}
+
+#[inline]
+fn tag_matches(v: u64, h: u64) -> bool {
+    (v >> TAG_SHIFT) == (h & TAG_MASK)
+}
+
+/// Order of two entries of the same key: newer address first, and at one address a tomb
+/// (lazy expiry of that very record) after the live entry.
+#[inline]
+fn newer(a: u64, b: u64) -> bool {
+    (slot_addr(a), is_tomb(a)) > (slot_addr(b), is_tomb(b))
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Bucket([AtomicU64; SLOTS_PER_BUCKET]);
+
+pub(crate) struct Table {
+    buckets: Box<[Bucket]>,
+    /// Non-empty slots (live or tomb).
+    used: AtomicUsize,
+    next: OnceLock<Arc<Table>>,
+    cursor: AtomicUsize,
+    migrated: AtomicUsize,
+}
+
+impl Table {
+    pub(crate) fn with_buckets(n: usize) -> Table {
+        let n = n.max(1);
+        Table {
+            buckets: (0..n).map(|_| Bucket::default()).collect(),
+            used: AtomicUsize::new(0),
+            next: OnceLock::new(),
+            cursor: AtomicUsize::new(0),
+            migrated: AtomicUsize::new(0),
+        }
+    }
+
+    /// A table sized for `keys` keys at about 60% load.
+    pub(crate) fn for_keys(keys: usize) -> Table {
+        Table::with_buckets((keys * 5 / 3).div_ceil(SLOTS_PER_BUCKET).max(8))
+    }
+
+    pub(crate) fn nslots(&self) -> usize {
+        self.buckets.len() * SLOTS_PER_BUCKET
+    }
+
+    fn max_used(&self) -> usize {
+        self.nslots() / 8 * 7
+    }
+
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        (((h as u128) * (self.buckets.len() as u128)) >> 64) as usize * SLOTS_PER_BUCKET
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        &self.buckets[i / SLOTS_PER_BUCKET].0[i % SLOTS_PER_BUCKET]
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+}
+
+/// What a probe of one table found.
+enum Probe<'g> {
+    Hit(&'g AtomicU64, u64),
+    /// Not here; the first empty slot of the probe run (None only in a fully migrated table).
+    Absent(Option<&'g AtomicU64>),
+}
+
+/// Probes `t` for `key` without following `next`.
+fn probe<'g>(t: &'g Table, log: &Log, key: &[u8], h: u64, g: &EpochGuard) -> Probe<'g> {
+    let n = t.nslots();
+    let mut i = t.home(h);
+    for _ in 0..n {
+        let s = t.slot(i);
+        let v = s.load(Ordering::Acquire);
+        if v == EMPTY {
+            return Probe::Absent(Some(s));
+        }
+        if v != MOVED && tag_matches(v, h) && log.read(slot_addr(v), g).is_some_and(|r| r.key == key) {
+            return Probe::Hit(s, v);
+        }
+        i += 1;
+        if i == n {
+            i = 0;
+        }
+    }
+    Probe::Absent(None)
+}
+
+/// Where a key stands in the index.
+pub(crate) enum Found<'g> {
+    /// The key's slot (its value may be a tomb).
+    Hit { slot: &'g AtomicU64, v: u64 },
+    /// The key has no slot; it may be inserted by CAS into this empty slot of the newest table.
+    Miss { table: &'g Table, slot: &'g AtomicU64 },
+}
+
+/// One keyspace's index.
+pub(crate) struct Index {
+    table: EpochCell<Arc<Table>>,
+    /// Keys with a live entry (expired-but-not-yet-removed keys count, as in Redis's DBSIZE).
+    pub(crate) live: AtomicI64,
+    /// Live keys with an expiry.
+    pub(crate) expires: AtomicI64,
+}
+
+impl Index {
+    pub(crate) fn new(table: Table) -> Index {
+        Index { table: EpochCell::new(Arc::new(table)), live: AtomicI64::new(0), expires: AtomicI64::new(0) }
+    }
+
+    pub(crate) fn current<'g>(&'g self, g: &'g EpochGuard) -> &'g Arc<Table> {
+        self.table.load(g)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.live.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub(crate) fn bytes(&self, g: &EpochGuard) -> usize {
+        let t = self.current(g);
+        t.bytes() + t.next.get().map_or(0, |n| n.bytes())
+    }
+
+    /// Finds `key`: consults the current table, then the one being migrated into.
+    pub(crate) fn find<'g>(&'g self, log: &Log, key: &[u8], h: u64, g: &'g EpochGuard) -> Found<'g> {
+        let mut t: &'g Table = self.current(g);
+        loop {
+            match probe(t, log, key, h, g) {
+                Probe::Hit(slot, v) => return Found::Hit { slot, v },
+                Probe::Absent(empty) => match t.next.get() {
+                    Some(n) => t = n,
+                    None => {
+                        let slot = empty.expect("index table full without a resize under way");
+                        return Found::Miss { table: t, slot };
+                    }
+                },
+            }
+        }
+    }
+
+    /// The live slot value for `key`, if any (tombs are misses).
+    pub(crate) fn get<'g>(&'g self, log: &Log, key: &[u8], h: u64, g: &'g EpochGuard) -> Option<(u64, &'g AtomicU64)> {
+        match self.find(log, key, h, g) {
+            Found::Hit { slot, v, .. } if !is_tomb(v) => Some((v, slot)),
+            _ => None,
+        }
+    }
+
+    /// CAS for a found position. On success adjusts the used count for claimed empty slots.
+    pub(crate) fn install(&self, found: &Found<'_>, new: u64) -> bool {
+        match *found {
+            Found::Hit { slot, v, .. } => slot.compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+            Found::Miss { table, slot } => {
+                let ok = slot.compare_exchange(EMPTY, new, Ordering::AcqRel, Ordering::Acquire).is_ok();
+                if ok {
+                    table.used.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            }
+        }
+    }
+
+    /// Whether the current table is over its load limit and no resize is under way.
+    pub(crate) fn needs_resize(&self, g: &EpochGuard) -> bool {
+        let t = self.current(g);
+        t.next.get().is_none() && t.used.load(Ordering::Relaxed) > t.max_used()
+    }
+
+    /// Starts a resize. Call only with the writer gate closed (no insert in flight).
+    pub(crate) fn start_resize(&self, g: &EpochGuard) {
+        let t = self.current(g);
+        if t.next.get().is_some() || t.used.load(Ordering::Relaxed) <= t.max_used() {
+            return;
+        }
+        let live = self.len() as usize;
+        let _ = t.next.set(Arc::new(Table::for_keys(live.max(t.nslots() / 2))));
+    }
+
+    pub(crate) fn resizing(&self, g: &EpochGuard) -> bool {
+        self.current(g).next.get().is_some()
+    }
+
+    /// Migrates one chunk of a resize under way, if any. Returns whether work remains.
+    pub(crate) fn help_migrate(&self, log: &Log, g: &EpochGuard) -> bool {
+        let cur = self.current(g);
+        let Some(next) = cur.next.get() else { return false };
+        let n = cur.nslots();
+        let start = cur.cursor.fetch_add(CHUNK, Ordering::AcqRel);
+        if start >= n {
+            return false;
+        }
+        let end = (start + CHUNK).min(n);
+        for i in start..end {
+            migrate_slot(cur.slot(i), next, log, g);
+        }
+        if cur.migrated.fetch_add(end - start, Ordering::AcqRel) + (end - start) == n {
+            let _ = self.table.compare_replace(cur, next.clone(), g);
+            return false;
+        }
+        true
+    }
+
+    /// Calls `f(slot value)` for every live or tomb entry whose key hash lies in `[lo, hi)`
+    /// (hi = None: to the end of the hash space), in every table of the index.
+    pub(crate) fn for_range(&self, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f: &mut dyn FnMut(u64)) {
+        let mut t: &Table = self.current(g);
+        loop {
+            scan_range(t, log, lo, hi, g, f);
+            match t.next.get() {
+                Some(n) => t = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Number of slots in the current table (for sizing a SCAN step).
+    pub(crate) fn nslots(&self, g: &EpochGuard) -> usize {
+        self.current(g).nslots()
+    }
+
+    /// A slot value chosen at random among the live entries near a random position.
+    pub(crate) fn random_entry(&self, r: u64, g: &EpochGuard, mut ok: impl FnMut(u64) -> bool) -> Option<u64> {
+        let mut t: &Table = self.current(g);
+        if let Some(n) = t.next.get() {
+            t = n;
+        }
+        let n = t.nslots();
+        let start = (r as usize) % n;
+        for k in 0..n {
+            let v = t.slot((start + k) % n).load(Ordering::Acquire);
+            if v != EMPTY && v != MOVED && !is_tomb(v) && ok(v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+fn migrate_slot(s: &AtomicU64, next: &Table, log: &Log, g: &EpochGuard) {
+    loop {
+        let v = s.load(Ordering::Acquire);
+        if v == MOVED {
+            return;
+        }
+        if v != EMPTY {
+            copy_newer(next, v, log, g);
+        }
+        if s.compare_exchange(v, MOVED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Puts entry `v` into `t` unless `t` already holds a newer entry of the same key.
+fn copy_newer(t: &Table, v: u64, log: &Log, g: &EpochGuard) {
+    let Some(rec) = log.read(slot_addr(v), g) else { return };
+    let h = hash(rec.key);
+    loop {
+        match probe(t, log, rec.key, h, g) {
+            Probe::Hit(slot, cur) => {
+                if !newer(v, cur) || slot.compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return;
+                }
+            }
+            Probe::Absent(slot) => {
+                if is_tomb(v) {
+                    return;
+                }
+                let slot = slot.expect("new index table full during migration");
+                if slot.compare_exchange(EMPTY, v, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    t.used.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Entries of `t` whose key hash is in `[lo, hi)`: from the home slot of `lo` to the home slot
+/// of `hi`, and on past it until an empty slot ends the probe run (keys displaced forward).
+fn scan_range(t: &Table, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f: &mut dyn FnMut(u64)) {
+    let n = t.nslots();
+    let start = t.home(lo);
+    let stop = hi.map_or(n, |h| t.home(h));
+    let mut i = start;
+    let mut steps = 0;
+    loop {
+        if steps >= n {
+            return;
+        }
+        let idx = i % n;
+        let v = t.slot(idx).load(Ordering::Acquire);
+        if i >= stop && v == EMPTY {
+            return;
+        }
+        if v != EMPTY
+            && v != MOVED
+            && let Some(rec) = log.read(slot_addr(v), g)
+        {
+            let h = hash(rec.key);
+            if h >= lo && hi.is_none_or(|hi| h < hi) {
+                f(v);
+            }
+        }
+        i += 1;
+        steps += 1;
+    }
+}

@@ -1,0 +1,172 @@
+//! Property test: random operations against a model (a HashMap), with simulated restarts
+//! (reopening the directory) in the middle; the store must equal the model after every step.
+
+use proptest::prelude::*;
+use segkv_engine::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u8, u8, u8, Option<u64>),
+    SetNx(u8, u8, u8),
+    Del(u8, u8),
+    Incr(u8, u8, i64),
+    Append(u8, u8, u8),
+    Expire(u8, u8, u64),
+    Persist(u8, u8),
+    Tick(u64),
+    FlushDb(u8),
+    SwapDb(u8, u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let db = 0u8..3;
+    let key = 0u8..24;
+    prop_oneof![
+        6 => (db.clone(), key.clone(), any::<u8>(), proptest::option::of(1u64..50)).prop_map(|(d, k, v, t)| Op::Set(d, k, v, t)),
+        2 => (db.clone(), key.clone(), any::<u8>()).prop_map(|(d, k, v)| Op::SetNx(d, k, v)),
+        3 => (db.clone(), key.clone()).prop_map(|(d, k)| Op::Del(d, k)),
+        3 => (db.clone(), key.clone(), -5i64..5).prop_map(|(d, k, n)| Op::Incr(d, k, n)),
+        1 => (db.clone(), key.clone(), any::<u8>()).prop_map(|(d, k, v)| Op::Append(d, k, v)),
+        2 => (db.clone(), key.clone(), 0u64..50).prop_map(|(d, k, t)| Op::Expire(d, k, t)),
+        1 => (db.clone(), key.clone()).prop_map(|(d, k)| Op::Persist(d, k)),
+        2 => (1u64..30).prop_map(Op::Tick),
+        1 => db.clone().prop_map(Op::FlushDb),
+        1 => (db.clone(), db).prop_map(|(a, b)| Op::SwapDb(a, b)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Model = Vec<HashMap<Vec<u8>, (Vec<u8>, Option<u64>)>>;
+
+fn k(key: u8) -> Vec<u8> {
+    format!("key:{key}").into_bytes()
+}
+
+fn open(dir: &std::path::Path, clock: &Arc<AtomicU64>) -> Engine {
+    let mut c = Config::new(dir);
+    c.databases = 3;
+    c.segment_size = 8192;
+    c.appendfsync = FsyncPolicy::No;
+    c.clock = Clock::Manual(clock.clone());
+    Engine::open(c).unwrap()
+}
+
+fn live(m: &Model, db: usize, key: &[u8], now: u64) -> Option<(Vec<u8>, Option<u64>)> {
+    m[db].get(key).filter(|e| e.1.is_none_or(|t| t > now)).cloned()
+}
+
+fn check(e: &Engine, m: &Model, now: u64) {
+    for db in 0..3 {
+        for key in 0..24u8 {
+            let want = live(m, db, &k(key), now);
+            let got = e.read(db, &k(key), |c| (c.value.to_vec(), c.expire_at));
+            assert_eq!(got, want, "db {db} key {key}");
+        }
+        let mut scanned = Vec::new();
+        let mut cursor = 0;
+        loop {
+            cursor = e.scan(db, cursor, 3, |key| scanned.push(key.to_vec()));
+            if cursor == 0 {
+                break;
+            }
+        }
+        scanned.sort();
+        scanned.dedup();
+        let mut want: Vec<Vec<u8>> =
+            m[db].iter().filter(|(_, v)| v.1.is_none_or(|t| t > now)).map(|(k, _)| k.clone()).collect();
+        want.sort();
+        assert_eq!(scanned, want, "scan of db {db}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicU64::new(1_000));
+        let mut e = open(dir.path(), &clock);
+        let mut m: Model = vec![HashMap::new(); 3];
+        for op in ops {
+            let now = clock.load(Ordering::Relaxed);
+            match op {
+                Op::Set(d, key, v, ttl) => {
+                    let exp = ttl.map(|t| now + t);
+                    let opts = SetOptions { expiry: exp.map_or(SetExpiry::Persist, SetExpiry::At), ..Default::default() };
+                    e.set(d as usize, &k(key), &[v], opts).unwrap();
+                    m[d as usize].insert(k(key), (vec![v], exp));
+                }
+                Op::SetNx(d, key, v) => {
+                    let opts = SetOptions { cond: Cond::IfAbsent, ..Default::default() };
+                    let r = e.set(d as usize, &k(key), &[v], opts).unwrap();
+                    let absent = live(&m, d as usize, &k(key), now).is_none();
+                    prop_assert_eq!(r.applied, absent);
+                    if absent { m[d as usize].insert(k(key), (vec![v], None)); }
+                }
+                Op::Del(d, key) => {
+                    let r = e.delete(d as usize, &k(key)).unwrap();
+                    let was = live(&m, d as usize, &k(key), now).is_some();
+                    m[d as usize].remove(&k(key));
+                    prop_assert_eq!(r, was);
+                }
+                Op::Incr(d, key, n) => {
+                    let r = e.update(d as usize, &k(key), |cur| {
+                        let old: Option<i64> = match cur { None => Some(0), Some(c) => std::str::from_utf8(c.value).ok().and_then(|s| s.parse().ok()) };
+                        match old {
+                            Some(o) => (Action::Put { value: (o + n).to_string().into_bytes(), expire_at: cur.and_then(|c| c.expire_at) }, Some(o + n)),
+                            None => (Action::Keep, None),
+                        }
+                    }).unwrap();
+                    let cur = live(&m, d as usize, &k(key), now);
+                    let old: Option<i64> = match &cur { None => Some(0), Some(c) => std::str::from_utf8(&c.0).ok().and_then(|s| s.parse().ok()) };
+                    prop_assert_eq!(r, old.map(|o| o + n));
+                    if let Some(o) = old { m[d as usize].insert(k(key), ((o + n).to_string().into_bytes(), cur.and_then(|c| c.1))); }
+                }
+                Op::Append(d, key, v) => {
+                    e.update(d as usize, &k(key), |cur| {
+                        let mut val = cur.map_or(Vec::new(), |c| c.value.to_vec());
+                        val.push(v);
+                        (Action::Put { value: val, expire_at: cur.and_then(|c| c.expire_at) }, ())
+                    }).unwrap();
+                    let cur = live(&m, d as usize, &k(key), now);
+                    let mut val = cur.as_ref().map_or(Vec::new(), |c| c.0.clone());
+                    val.push(v);
+                    m[d as usize].insert(k(key), (val, cur.and_then(|c| c.1)));
+                }
+                Op::Expire(d, key, t) => {
+                    let at = now + t;
+                    let r = e.expire(d as usize, &k(key), Some(at), ExpireCond::Always).unwrap();
+                    let cur = live(&m, d as usize, &k(key), now);
+                    prop_assert_eq!(r, cur.is_some());
+                    if let Some(c) = cur {
+                        if at <= now { m[d as usize].remove(&k(key)); } else { m[d as usize].insert(k(key), (c.0, Some(at))); }
+                    }
+                }
+                Op::Persist(d, key) => {
+                    let r = e.expire(d as usize, &k(key), None, ExpireCond::Xx).unwrap();
+                    let cur = live(&m, d as usize, &k(key), now);
+                    prop_assert_eq!(r, cur.as_ref().is_some_and(|c| c.1.is_some()));
+                    if let Some(c) = cur { m[d as usize].insert(k(key), (c.0, None)); }
+                }
+                Op::Tick(t) => { clock.fetch_add(t, Ordering::Relaxed); }
+                Op::FlushDb(d) => { e.flush_db(d as usize).unwrap(); m[d as usize].clear(); }
+                Op::SwapDb(a, b) => { e.swap_db(a as usize, b as usize).unwrap(); m.swap(a as usize, b as usize); }
+                Op::Reopen => { drop(e); e = open(dir.path(), &clock); }
+            }
+            let now = clock.load(Ordering::Relaxed);
+            check(&e, &m, now);
+            for db in 0..3 {
+                let want = m[db].values().filter(|v| v.1.is_none_or(|t| t > now)).count() as u64;
+                // check() just read every key, which removes expired ones: DBSIZE is exact now.
+                prop_assert_eq!(e.len(db), want, "dbsize of db {}", db);
+            }
+        }
+        drop(e);
+        let e = open(dir.path(), &clock);
+        check(&e, &m, clock.load(Ordering::Relaxed));
+    }
+}
