@@ -181,8 +181,23 @@ impl Drop for Pending<'_> {
 impl Log {
     /// Opens (or creates) the log in `cfg.dir`, replaying every valid record in address order
     /// into `visit`, then starts a fresh active segment and the flusher.
-    pub fn open(
+    pub fn open(cfg: LogConfig, visit: impl FnMut(u64, RecordView<'_>)) -> Result<(Log, RecoveryReport), LogError> {
+        Self::open_inner(cfg, None, visit)
+    }
+
+    /// As `open`, flushing through `writer` instead of the one `cfg.writer` names
+    /// (fault-injecting writers in tests).
+    pub fn open_with_writer(
+        cfg: LogConfig,
+        writer: Box<dyn SegmentWriter>,
+        visit: impl FnMut(u64, RecordView<'_>),
+    ) -> Result<(Log, RecoveryReport), LogError> {
+        Self::open_inner(cfg, Some(writer), visit)
+    }
+
+    fn open_inner(
         mut cfg: LogConfig,
+        writer: Option<Box<dyn SegmentWriter>>,
         mut visit: impl FnMut(u64, RecordView<'_>),
     ) -> Result<(Log, RecoveryReport), LogError> {
         cfg.segment_size = cfg.segment_size.max(4096).div_ceil(4096) * 4096;
@@ -201,9 +216,15 @@ impl Log {
         }
 
         let (segments, mut report) = crate::recovery::recover(&cfg, &mut visit)?;
-        let (writer, note) =
-            make_writer(cfg.writer).map_err(|e| LogError::io("set up segment writer", &cfg.dir, e))?;
-        report.writer_note = note;
+        let writer = match writer {
+            Some(w) => w,
+            None => {
+                let (w, note) =
+                    make_writer(cfg.writer).map_err(|e| LogError::io("set up segment writer", &cfg.dir, e))?;
+                report.writer_note = note;
+                w
+            }
+        };
 
         let next_base = segments.last().map_or(0, |s| s.next_base());
         let active = Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?);
