@@ -11,7 +11,7 @@ use crate::server::unix_ms;
 
 fn info_entry(ctx: &Ctx<'_>, c: &Command) -> Reply {
     let m = c.meta;
-    let subs = c
+    let subs: Vec<Reply> = c
         .meta
         .subcommands
         .iter()
@@ -28,7 +28,8 @@ fn info_entry(ctx: &Ctx<'_>, c: &Command) -> Reply {
         Reply::Set(m.acl.iter().map(|f| Reply::status(f)).collect()),
         Reply::Meta(&m.tips),
         Reply::Meta(&m.key_specs),
-        Reply::Array(subs),
+        // Redis prints an empty set, or an array of subcommands.
+        if subs.is_empty() { Reply::Set(subs) } else { Reply::Array(subs) },
     ])
 }
 
@@ -54,7 +55,7 @@ pub fn command_info(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     if a.len() == 2 {
         return command(ctx, a);
     }
-    Reply::Array(a[2..].iter().map(|n| find(ctx, n).map(|c| info_entry(ctx, c)).unwrap_or(Reply::NilArray)).collect())
+    Reply::Array(a[2..].iter().map(|n| find(ctx, n).map(|c| info_entry(ctx, c)).unwrap_or(Reply::Nil)).collect())
 }
 
 pub fn command_docs(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {

@@ -1,0 +1,335 @@
+//! Byte-for-byte comparison with a real Redis 7: the same command script runs against
+//! segkv-server and redis-server (when installed), and every reply must be identical.
+
+use segkv_e2e::{Raw, Redis, Server};
+use segkv_server::resp::split_args;
+
+/// Deterministic commands covering every family, errors included. One command per line, in
+/// redis-cli quoting. Lines starting with `#` are comments.
+const SCRIPT: &str = r#"
+# strings
+SET k v
+GET k
+GET missing
+SET k v2 GET
+SET k v3 NX
+SET k v3 NX GET
+SET newk v XX
+SET k v EX 0
+SET k v EX -5
+SET k v PX abc
+SET k v EX 10 PX 10
+SET k v KEEPTTL EX 10
+SET k v FOO
+SET k v EX
+SET k v EXAT 99999999999
+SET k v NX XX
+SETNX k x
+SETNX k2 x
+SETEX k 0 v
+SETEX k abc v
+SETEX k 100 v
+PSETEX k 0 v
+PSETEX k 100000 v
+GETSET k new
+GETSET nokey x
+GETDEL k
+GETDEL k
+GETEX k2
+GETEX k2 EX 0
+GETEX k2 PERSIST EX 5
+GETEX k2 NX
+GETEX nokey EX 10
+GETEX k2 PERSIST
+MSET a 1 b 2 c 3
+MSET a 1 b
+MGET a b nokey c
+MSETNX a 1 z 2
+MSETNX y 1 z 2
+APPEND a xyz
+APPEND newappend abc
+STRLEN a
+STRLEN nokey
+SET s "Hello World"
+GETRANGE s 0 4
+GETRANGE s -5 -1
+GETRANGE s 5 1
+GETRANGE s -1 -5
+GETRANGE s 0 100
+GETRANGE s x 1
+GETRANGE nokey 0 -1
+SUBSTR s 0 -1
+SETRANGE s 6 Redis
+GET s
+SETRANGE s 20 x
+GET s
+SETRANGE s -1 x
+SETRANGE nokey2 0 ""
+EXISTS nokey2
+SETRANGE s 1 ""
+INCR cnt
+INCR cnt
+INCRBY cnt 10
+INCRBY cnt abc
+INCRBY cnt 1.5
+DECR cnt
+DECRBY cnt 3
+DECRBY cnt -9223372036854775808
+SET big 9223372036854775807
+INCR big
+SET neg -9223372036854775808
+DECR neg
+INCR s
+SET f 10.5
+INCRBYFLOAT f 0.1
+INCRBYFLOAT f -5
+INCRBYFLOAT f abc
+INCRBYFLOAT f inf
+INCRBYFLOAT s 1
+SET f2 0.1
+INCRBYFLOAT f2 0.2
+INCRBYFLOAT newf 3
+SET sp " 1"
+INCR sp
+INCRBYFLOAT sp 1
+SET lz 01
+INCR lz
+GET
+SET k
+MGET
+MSET
+# keyspace
+FLUSHALL
+MSET a 1 b 2 c 3
+DEL a nokey b
+UNLINK c
+EXISTS a b c
+SET a 1
+EXISTS a a a
+TYPE a
+TYPE nokey
+TOUCH a nokey
+RENAME a b
+GET b
+RENAME nokey x
+RENAME b b
+RENAMENX b b
+SET c 3
+RENAMENX b c
+RENAMENX b d
+COPY d e
+COPY d e
+COPY d e REPLACE
+COPY d d
+COPY d e DB 100
+COPY d e DB x
+COPY d e FOO
+COPY d e DB 1
+SELECT 1
+GET e
+SELECT 0
+MOVE d 0
+MOVE d 100
+MOVE d x
+MOVE d 2
+MOVE d 2
+MOVE nokey 2
+KEYS
+DBSIZE
+FLUSHDB
+FLUSHDB ASYNC
+FLUSHDB SYNC
+FLUSHDB FOO
+FLUSHALL FOO
+FLUSHALL SYNC BAR
+DBSIZE
+RANDOMKEY
+SWAPDB 0 1
+SWAPDB a 1
+SWAPDB 1 a
+SWAPDB 0 100
+SWAPDB 0 -1
+SCAN abc
+SCAN 0 COUNT 0
+SCAN 0 COUNT x
+SCAN 0 MATCH
+SCAN 0 FOO bar
+SET one 1
+OBJECT ENCODING one
+SET emb abcdefghijabcdefghijabcdefghijabcdefghij1234
+OBJECT ENCODING emb
+SET raw abcdefghijabcdefghijabcdefghijabcdefghij12345
+OBJECT ENCODING raw
+OBJECT ENCODING nokey
+OBJECT REFCOUNT one
+OBJECT REFCOUNT raw
+OBJECT REFCOUNT nokey
+OBJECT FREQ one
+OBJECT IDLETIME nokey
+OBJECT FOO one
+OBJECT HELP
+OBJECT
+# expire
+SET e v
+EXPIRE e 100
+TTL e
+PTTL nokey
+TTL one
+EXPIRE e 100 NX
+EXPIRE e 100 XX
+EXPIRE e 50 GT
+EXPIRE e 500 GT
+EXPIRE e 1000 LT
+EXPIRE e 10 LT
+EXPIRE e 10 NX XX
+EXPIRE e 10 GT LT
+EXPIRE e 10 FOO
+EXPIRE e abc
+EXPIRE e 9223372036854775807
+EXPIRE nokey 10
+EXPIRE one 100 GT
+EXPIRE one 100 XX
+EXPIRE one 100 LT XX
+PEXPIRE e 100000
+EXPIREAT e 99999999999
+EXPIRETIME e
+PEXPIRETIME e
+PEXPIREAT e 99999999999000
+PEXPIRETIME e
+EXPIRETIME one
+EXPIRETIME nokey
+PERSIST e
+PERSIST e
+PERSIST nokey
+TTL e
+EXPIRE e -1
+EXISTS e
+SET e2 v
+PEXPIREAT e2 1
+GET e2
+# connection
+PING
+PING hello
+PING a b
+ECHO hi
+ECHO
+SELECT 16
+SELECT -1
+SELECT x
+SELECT 0
+CLIENT SETNAME "a b"
+CLIENT SETNAME myname
+CLIENT GETNAME
+CLIENT FOO
+CLIENT
+CLIENT NO-EVICT maybe
+CLIENT NO-EVICT on
+CLIENT PAUSE abc
+CLIENT PAUSE -1
+CLIENT PAUSE 10 FOO
+CLIENT KILL 1.2.3.4:5
+CLIENT KILL ID abc
+CLIENT KILL ID 999999
+CLIENT KILL FOO bar
+CLIENT LIST TYPE foo
+CLIENT LIST ID abc
+CLIENT REPLY foo
+CLIENT HELP
+HELLO 4
+HELLO abc
+HELLO 2 AUTH foo bar
+HELLO 2 SETNAME "a b"
+HELLO 2 FOO
+# server
+COMMAND COUNT x
+COMMAND INFO get set nosuchcommand
+COMMAND INFO config|get
+COMMAND DOCS get incrbyfloat nosuch
+COMMAND GETKEYS get
+COMMAND GETKEYS ping
+COMMAND GETKEYS foo
+COMMAND GETKEYS get k
+COMMAND GETKEYS mset a 1 b 2
+COMMAND GETKEYS rename a b
+COMMAND GETKEYS set k
+COMMAND LIST FILTERBY foo bar
+COMMAND LIST FILTERBY aclcat
+COMMAND HELP
+CONFIG GET
+CONFIG GET maxmemory
+CONFIG GET maxmemory-policy
+CONFIG SET databases 1
+CONFIG SET foo 1
+CONFIG SET maxclients abc
+CONFIG SET maxmemory abc
+CONFIG SET maxmemory-policy abc
+CONFIG SET appendonly maybe
+CONFIG SET maxclients 10 maxclients 11
+CONFIG SET timeout -1
+CONFIG SET proto-max-bulk-len 1
+CONFIG SET client-output-buffer-limit "normal 1 2"
+CONFIG SET save abc
+CONFIG SET maxmemory 1gb
+CONFIG GET maxmemory
+CONFIG SET maxmemory 0
+CONFIG REWRITE
+CONFIG HELP
+CONFIG FOO
+FUNCTION FLUSH
+FUNCTION FLUSH ASYNC
+FUNCTION FLUSH FOO
+SHUTDOWN ABORT
+SHUTDOWN FOO
+LASTSAVE x
+TIME x
+DEBUG
+# unknown commands
+FOO
+FOO bar baz
+FOO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb cccc
+"#;
+
+fn run(raw: &mut Raw, line: &str) -> Vec<u8> {
+    let args = split_args(line.as_bytes()).expect("script line parses");
+    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    raw.call(&refs)
+}
+
+fn script_lines(s: &str) -> impl Iterator<Item = &str> {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn compare(script: &str, resp3: bool) {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed: skipping the byte-for-byte comparison");
+        return;
+    };
+    let segkv = Server::start(&[]);
+    let (mut a, mut b) = (segkv.raw(), redis.raw());
+    if resp3 {
+        let _ = run(&mut a, "HELLO 3");
+        let _ = run(&mut b, "HELLO 3");
+    }
+    let mut diffs = Vec::new();
+    for line in script_lines(script) {
+        let (ours, theirs) = (run(&mut a, line), run(&mut b, line));
+        if ours != theirs {
+            // Show the replies from a little before their first difference.
+            let at = ours.iter().zip(&theirs).position(|(x, y)| x != y).unwrap_or(ours.len().min(theirs.len()));
+            let from = at.saturating_sub(60);
+            let show = |b: &[u8]| String::from_utf8_lossy(&b[from..b.len().min(at + 120)]).into_owned();
+            diffs.push(format!("{line}\n  at byte {at}\n  segkv: {:?}\n  redis: {:?}", show(&ours), show(&theirs)));
+        }
+    }
+    assert!(diffs.is_empty(), "{} replies differ from Redis:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+#[test]
+fn every_reply_matches_redis_byte_for_byte_resp2() {
+    compare(SCRIPT, false);
+}
+
+#[test]
+fn every_reply_matches_redis_byte_for_byte_resp3() {
+    compare(SCRIPT, true);
+}
