@@ -207,7 +207,11 @@ impl Raw {
             match self.sock.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return false,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false;
+                }
+                // A reset: the server closed with our bytes unread.
+                Err(_) => return true,
             }
         }
     }
