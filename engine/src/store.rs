@@ -1,5 +1,6 @@
 //! The store: the index over the log, with the operations the server calls.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use segkv_log::epoch::{EpochCell, EpochGuard, pin};
@@ -39,6 +40,19 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("dir", &self.cfg.dir).finish()
     }
+}
+
+/// What the write loop will do (borrowing the value where the caller has it).
+enum Plan<'v> {
+    Keep,
+    Delete,
+    Put(Cow<'v, [u8]>, Option<u64>),
+}
+
+enum State<'a> {
+    Live(Current<'a>),
+    Expired,
+    Dead,
 }
 
 fn current_of<'a>(rec: &RecordView<'a>, now: u64) -> Option<Current<'a>> {
@@ -203,15 +217,26 @@ impl Engine {
         let h = hash(key);
         let (v, slot) = index.get(&self.log, key, h, &g)?;
         let rec = self.log.read(slot_addr(v), &g)?;
-        let now = self.now_ms();
-        match current_of(&rec, now) {
-            Some(c) => Some(f(c)),
-            None => {
-                if rec.expired(now) {
-                    self.expire_slot(index, slot, v, rec.expire_at.is_some());
-                }
+        match self.state(&rec) {
+            State::Live(c) => Some(f(c)),
+            State::Expired => {
+                self.expire_slot(index, slot, v, true);
                 None
             }
+            State::Dead => None,
+        }
+    }
+
+    /// Whether a record found in the index is a live value; reads the clock only for keys
+    /// with an expiry.
+    #[inline]
+    fn state<'a>(&self, rec: &RecordView<'a>) -> State<'a> {
+        if rec.kind != Kind::Put {
+            return State::Dead;
+        }
+        match rec.expire_at {
+            Some(t) if t <= self.now_ms() => State::Expired,
+            expire_at => State::Live(Current { value: rec.value, expire_at }),
         }
     }
 
@@ -243,6 +268,25 @@ impl Engine {
         key: &[u8],
         mut f: impl FnMut(Option<Current<'_>>) -> (Action, R),
     ) -> Result<R, EngineError> {
+        self.update_plan(db, key, |cur| {
+            let (action, r) = f(cur);
+            let plan = match action {
+                Action::Keep => Plan::Keep,
+                Action::Delete => Plan::Delete,
+                Action::Put { value, expire_at } => Plan::Put(Cow::Owned(value), expire_at),
+            };
+            (plan, r)
+        })
+    }
+
+    /// The write loop behind every write: find the key, let `decide` choose, append the
+    /// record, CAS it in; on a lost CAS abort the record and start again from the read.
+    fn update_plan<'v, R>(
+        &self,
+        db: usize,
+        key: &[u8],
+        mut decide: impl FnMut(Option<Current<'_>>) -> (Plan<'v>, R),
+    ) -> Result<R, EngineError> {
         if db >= self.cfg.databases {
             return Err(EngineError::BadDb(db));
         }
@@ -258,26 +302,27 @@ impl Engine {
             }
             result = loop {
                 let found = index.find(&self.log, key, h, &g);
-                let now = self.now_ms();
-                let (old_rec, live_v) = match &found {
+                let (cur, live_v) = match &found {
                     Found::Hit { v, slot, .. } if !is_tomb(*v) => match self.log.read(slot_addr(*v), &g) {
-                        Some(rec) if rec.expired(now) => {
-                            self.expire_slot(index, slot, *v, true);
-                            continue;
-                        }
-                        Some(rec) => (Some(rec), true),
+                        Some(rec) => match self.state(&rec) {
+                            State::Live(c) => (Some(c), true),
+                            State::Expired => {
+                                self.expire_slot(index, slot, *v, true);
+                                continue;
+                            }
+                            State::Dead => (None, true),
+                        },
                         None => (None, true),
                     },
                     _ => (None, false),
                 };
-                let cur = old_rec.as_ref().and_then(|r| current_of(r, now));
                 let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
-                let (action, r) = f(cur);
-                let (spec_kind, value, expire_at): (Kind, &[u8], Option<u64>) = match &action {
-                    Action::Keep => break r,
-                    Action::Delete if !live_v => break r,
-                    Action::Delete => (Kind::Delete, &[], None),
-                    Action::Put { value, expire_at } => (Kind::Put, value, *expire_at),
+                let (plan, r) = decide(cur);
+                let (spec_kind, value, expire_at): (Kind, &[u8], Option<u64>) = match &plan {
+                    Plan::Keep => break r,
+                    Plan::Delete if !live_v => break r,
+                    Plan::Delete => (Kind::Delete, &[], None),
+                    Plan::Put(value, expire_at) => (Kind::Put, value, *expire_at),
                 };
                 let spec = RecordSpec { kind: spec_kind, keyspace: ks as u8, key, value, expire_at };
                 let pending = self.log.append(&spec, &g)?;
@@ -310,7 +355,7 @@ impl Engine {
     }
 
     pub fn set(&self, db: usize, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetResult, EngineError> {
-        self.update(db, key, |cur| {
+        self.update_plan(db, key, |cur| {
             let old = if opts.get_old { cur.map(|c| c.value.to_vec()) } else { None };
             let ok = match opts.cond {
                 Cond::Always => true,
@@ -318,14 +363,14 @@ impl Engine {
                 Cond::IfPresent => cur.is_some(),
             };
             if !ok {
-                return (Action::Keep, SetResult { applied: false, old });
+                return (Plan::Keep, SetResult { applied: false, old });
             }
             let expire_at = match opts.expiry {
                 SetExpiry::Persist => None,
                 SetExpiry::Keep => cur.and_then(|c| c.expire_at),
                 SetExpiry::At(t) => Some(t),
             };
-            (Action::Put { value: value.to_vec(), expire_at }, SetResult { applied: true, old })
+            (Plan::Put(Cow::Borrowed(value), expire_at), SetResult { applied: true, old })
         })
     }
 
