@@ -8,7 +8,8 @@
 //! bits 63..53  tag: 11 low bits of the key's hash (skips most foreign slots without a log read)
 //! bit  52      TOMB: the key is deleted (the address is its tombstone or expired record)
 //! bits 51..0   record address / 4
-//! 0            EMPTY;  u64::MAX  MOVED (the table is being migrated; look in the next one)
+//! 0            EMPTY;  u64::MAX  MOVED (the table is being migrated; look in the next one);
+//!              u64::MAX-1  MOVED_EMPTY (was empty when migrated: still ends a probe run)
 //! ```
 //! A slot, once claimed by a key, belongs to that key until the table is replaced, so two
 //! inserters of one key always meet on the same slot. Per key, index addresses only grow: a
@@ -30,6 +31,9 @@ use segkv_log::epoch::{EpochCell, EpochGuard};
 
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const MOVED: u64 = u64::MAX;
+/// A slot that was empty when migrated: it still ends probe runs (a key is never found past
+/// it), so a lookup late in a migration does not walk the whole old table.
+pub(crate) const MOVED_EMPTY: u64 = u64::MAX - 1;
 const ADDR_MASK: u64 = (1 << 52) - 1;
 const TOMB: u64 = 1 << 52;
 const TAG_SHIFT: u32 = 53;
@@ -145,6 +149,9 @@ fn probe<'g>(t: &'g Table, log: &Log, key: &[u8], h: u64, g: &EpochGuard) -> Pro
         let v = s.load(Ordering::Acquire);
         if v == EMPTY {
             return Probe::Absent(Some(s));
+        }
+        if v == MOVED_EMPTY {
+            return Probe::Absent(None);
         }
         if v != MOVED && tag_matches(v, h) && log.read(slot_addr(v), g).is_some_and(|r| r.key == key) {
             return Probe::Hit(s, v);
@@ -299,7 +306,7 @@ impl Index {
         let start = (r as usize) % n;
         for k in 0..n {
             let v = t.slot((start + k) % n).load(Ordering::Acquire);
-            if v != EMPTY && v != MOVED && !is_tomb(v) && ok(v) {
+            if v != EMPTY && v != MOVED && v != MOVED_EMPTY && !is_tomb(v) && ok(v) {
                 return Some(v);
             }
         }
@@ -310,13 +317,14 @@ impl Index {
 fn migrate_slot(s: &AtomicU64, next: &Table, log: &Log, g: &EpochGuard) {
     loop {
         let v = s.load(Ordering::Acquire);
-        if v == MOVED {
+        if v == MOVED || v == MOVED_EMPTY {
             return;
         }
         if v != EMPTY {
             copy_newer(next, v, log, g);
         }
-        if s.compare_exchange(v, MOVED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        let mark = if v == EMPTY { MOVED_EMPTY } else { MOVED };
+        if s.compare_exchange(v, mark, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return;
         }
     }
@@ -361,11 +369,12 @@ fn scan_range(t: &Table, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f:
         }
         let idx = i % n;
         let v = t.slot(idx).load(Ordering::Acquire);
-        if i >= stop && v == EMPTY {
+        if i >= stop && (v == EMPTY || v == MOVED_EMPTY) {
             return;
         }
         if v != EMPTY
             && v != MOVED
+            && v != MOVED_EMPTY
             && let Some(rec) = log.read(slot_addr(v), g)
         {
             let h = hash(rec.key);
