@@ -6,6 +6,7 @@
 //!
 //! The data directory is a temporary directory under `$SEGKV_BENCH_DIR` (default: the system
 //! temporary directory); it must be on a real disk, not a tmpfs, for the figure to mean anything.
+//! `SEGKV_GC_WRITERS` (default `1,16`) lists the writer counts to run, e.g. `1,2,4,8,16,32`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,8 +58,17 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
+    let writers: Vec<usize> = std::env::var("SEGKV_GC_WRITERS")
+        .unwrap_or_else(|_| "1,16".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("SEGKV_GC_WRITERS: comma-separated writer counts")
+        })
+        .collect();
     for (wname, writer) in [("pwrite", WriterKind::Pwrite), ("uring", WriterKind::Uring)] {
-        for threads in [1usize, 16] {
+        for &threads in &writers {
             let dir = tempfile::tempdir_in(&base).expect("tempdir");
             let engine = open_engine(dir.path(), FsyncPolicy::Always, writer);
             assert_eq!(
