@@ -356,7 +356,7 @@ impl Config {
                 opts.push_str(name);
             } else {
                 opts.push(' ');
-                opts.push_str(&quote(a));
+                opts.push_str(&repr(a));
             }
         }
         if !text.is_empty() && !text.ends_with('\n') {
@@ -552,6 +552,26 @@ impl Config {
     pub fn timeout(&self) -> u64 {
         self.num("timeout") as u64
     }
+}
+
+/// Redis's `sdscatrepr`: always quoted, with C escapes.
+fn repr(s: &str) -> String {
+    let mut out = String::from("\"");
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            7 => out.push_str("\\a"),
+            8 => out.push_str("\\b"),
+            c if c.is_ascii_graphic() || c == b' ' => out.push(c as char),
+            c => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn quote(s: &str) -> String {

@@ -63,6 +63,8 @@ pub struct Parser {
     ranges: Vec<(usize, usize)>,
     /// Arguments of an inline command (unquoted, so owned).
     inline: Vec<Vec<u8>>,
+    /// A whole command was returned and not yet consumed.
+    ready: bool,
 }
 
 /// Redis's `string2ll`: optional '-', no '+', no leading zeros, no spaces, fits in i64.
@@ -101,6 +103,15 @@ fn find(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
 impl Parser {
     /// Parses the next request from `buf[self.pos..]`.
     pub fn next(&mut self, buf: &[u8], max_bulk: u64) -> Result<Parsed, ProtocolError> {
+        if self.ready {
+            return Ok(Parsed::Command);
+        }
+        let r = self.next_inner(buf, max_bulk);
+        self.ready = r == Ok(Parsed::Command);
+        r
+    }
+
+    fn next_inner(&mut self, buf: &[u8], max_bulk: u64) -> Result<Parsed, ProtocolError> {
         if self.kind == Kind::Unknown {
             if self.pos >= buf.len() {
                 return Ok(Parsed::Incomplete);
@@ -235,6 +246,7 @@ impl Parser {
 
     /// Marks the command just parsed (or the empty request) as done; parsing continues after it.
     pub fn consume(&mut self) {
+        self.ready = false;
         self.start = self.pos;
         self.kind = Kind::Unknown;
         self.left = 0;
@@ -414,6 +426,18 @@ mod tests {
         let mut big = b"*1\r\n$".to_vec();
         big.extend(std::iter::repeat_n(b'1', INLINE_MAX + 1));
         assert_eq!(err(&big).as_deref(), Some("Protocol error: too big bulk count string"));
+    }
+
+    #[test]
+    fn an_unconsumed_command_is_returned_again() {
+        let mut p = Parser::default();
+        let buf = b"*1\r\n$3\r\nSET\r\n*1\r\n$3\r\nGET\r\n";
+        assert_eq!(p.next(buf, MAX), Ok(Parsed::Command));
+        assert_eq!(p.next(buf, MAX), Ok(Parsed::Command));
+        assert_eq!(p.args(buf), vec![&b"SET"[..]]);
+        p.consume();
+        assert_eq!(p.next(buf, MAX), Ok(Parsed::Command));
+        assert_eq!(p.args(buf), vec![&b"GET"[..]]);
     }
 
     #[test]

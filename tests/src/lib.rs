@@ -143,9 +143,15 @@ impl Server {
 }
 
 fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
+    // A config file, if any, must come first (as for redis-server).
+    let (file, opts) = match args.first() {
+        Some(f) if !f.starts_with("--") => (Some(f), &args[1..]),
+        _ => (None, args),
+    };
     Command::new(server_binary())
+        .args(file)
         .args(["--port", &port.to_string(), "--dir", dir.to_str().unwrap(), "--threads", "2"])
-        .args(args)
+        .args(opts)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

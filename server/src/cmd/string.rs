@@ -376,18 +376,23 @@ struct Dec {
     scale: u32,
 }
 
-/// Parses a plain decimal (`-12.5`, `.5`, `3.`) exactly; `None` for exponents, hex or too many digits.
+/// Parses a decimal (`-12.5`, `.5`, `3.`, `1.5e-7`) exactly; `None` for hex, inf, or more
+/// digits than fit.
 fn parse_dec(s: &[u8]) -> Option<Dec> {
     let (neg, body) = match s.first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
+    let (num, exp) = match body.iter().position(|&c| c == b'e' || c == b'E') {
+        Some(i) => (&body[..i], std::str::from_utf8(&body[i + 1..]).ok()?.parse::<i32>().ok()?),
+        None => (body, 0),
+    };
     let mut mant: i128 = 0;
-    let mut scale = 0u32;
+    let mut scale: i32 = 0;
     let mut seen_dot = false;
     let mut digits = 0;
-    for &c in body {
+    for &c in num {
         match c {
             b'.' if !seen_dot => seen_dot = true,
             b'0'..=b'9' => {
@@ -403,7 +408,15 @@ fn parse_dec(s: &[u8]) -> Option<Dec> {
     if digits == 0 || digits > 34 {
         return None;
     }
-    Some(Dec { mant: if neg { -mant } else { mant }, scale })
+    scale = scale.checked_sub(exp)?;
+    if scale < 0 {
+        mant = mant.checked_mul(10i128.checked_pow((-scale) as u32)?)?;
+        scale = 0;
+    }
+    if scale > 34 {
+        return None;
+    }
+    Some(Dec { mant: if neg { -mant } else { mant }, scale: scale as u32 })
 }
 
 /// `%.17Lf` of an exact decimal with trailing zeros (and a bare dot) removed, as Redis prints
