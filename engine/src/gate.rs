@@ -5,8 +5,8 @@
 //! Readers never touch the gate.
 
 use std::cell::Cell;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 const SHARDS: usize = 64;
 
@@ -24,7 +24,8 @@ thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+/// Hands out shards to threads (not part of the protocol: any assignment is correct).
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn my_shard() -> usize {
     SHARD.with(|s| {
@@ -48,7 +49,7 @@ impl Drop for Entered<'_> {
 
 pub(crate) struct Closed<'a> {
     gate: &'a Gate,
-    _serial: std::sync::MutexGuard<'a, ()>,
+    _serial: MutexGuard<'a, ()>,
 }
 
 impl Drop for Closed<'_> {
@@ -73,7 +74,7 @@ impl Gate {
             }
             c.fetch_sub(1, Ordering::SeqCst);
             while self.closed.load(Ordering::SeqCst) {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             }
         }
     }
@@ -87,9 +88,9 @@ impl Gate {
             while s.0.load(Ordering::SeqCst) != 0 {
                 spins += 1;
                 if spins < 100 {
-                    std::hint::spin_loop();
+                    crate::sync::spin_loop();
                 } else {
-                    std::thread::yield_now();
+                    crate::sync::yield_now();
                 }
             }
         }
@@ -97,7 +98,7 @@ impl Gate {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(shuttle)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -23,11 +23,12 @@
 //! a key found live there is current, otherwise they look in the new table. When every slot is
 //! MOVED the new table replaces the old, which is freed when no reader can hold it.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use segkv_log::Log;
 use segkv_log::epoch::{EpochCell, EpochGuard};
+
+use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Ordering, model_point};
 
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const MOVED: u64 = u64::MAX;
@@ -40,7 +41,25 @@ const TAG_SHIFT: u32 = 53;
 const TAG_MASK: u64 = 0x7ff;
 const SLOTS_PER_BUCKET: usize = 8;
 /// Slots migrated per write while a resize is under way.
+#[cfg(not(shuttle))]
 const CHUNK: usize = 256;
+/// Under the model checker, small chunks so that several writers migrate one tiny table at once.
+#[cfg(shuttle)]
+const CHUNK: usize = 4;
+
+/// Where the index reads the key of a record: the log (the only implementation in the
+/// engine), or a stand-in in the model-checking tests.
+pub trait KeySource {
+    /// The key of the record at `addr`, if there is one.
+    fn key_at<'g>(&'g self, addr: u64, g: &'g EpochGuard) -> Option<&'g [u8]>;
+}
+
+impl KeySource for Log {
+    #[inline]
+    fn key_at<'g>(&'g self, addr: u64, g: &'g EpochGuard) -> Option<&'g [u8]> {
+        self.read(addr, g).map(|r| r.key)
+    }
+}
 
 pub(crate) fn hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
@@ -48,7 +67,7 @@ pub(crate) fn hash(key: &[u8]) -> u64 {
 
 #[inline]
 pub(crate) fn make_slot(addr: u64, h: u64, tomb: bool) -> u64 {
-    debug_assert!(addr % 4 == 0 && addr >> 54 == 0 && addr != 0);
+    debug_assert!(addr.is_multiple_of(4) && addr >> 54 == 0 && addr != 0);
     ((h & TAG_MASK) << TAG_SHIFT) | if tomb { TOMB } else { 0 } | (addr >> 2)
 }
 
@@ -131,6 +150,13 @@ impl Table {
     pub(crate) fn bytes(&self) -> usize {
         self.buckets.len() * std::mem::size_of::<Bucket>()
     }
+
+    /// The table being migrated into, if a resize is under way.
+    #[inline]
+    fn next(&self) -> Option<&Arc<Table>> {
+        model_point();
+        self.next.get()
+    }
 }
 
 /// What a probe of one table found.
@@ -141,7 +167,7 @@ enum Probe<'g> {
 }
 
 /// Probes `t` for `key` without following `next`.
-fn probe<'g>(t: &'g Table, log: &Log, key: &[u8], h: u64, g: &EpochGuard) -> Probe<'g> {
+fn probe<'g, K: KeySource + ?Sized>(t: &'g Table, log: &K, key: &[u8], h: u64, g: &EpochGuard) -> Probe<'g> {
     let n = t.nslots();
     let mut i = t.home(h);
     for _ in 0..n {
@@ -153,7 +179,7 @@ fn probe<'g>(t: &'g Table, log: &Log, key: &[u8], h: u64, g: &EpochGuard) -> Pro
         if v == MOVED_EMPTY {
             return Probe::Absent(None);
         }
-        if v != MOVED && tag_matches(v, h) && log.read(slot_addr(v), g).is_some_and(|r| r.key == key) {
+        if v != MOVED && tag_matches(v, h) && log.key_at(slot_addr(v), g).is_some_and(|k| k == key) {
             return Probe::Hit(s, v);
         }
         i += 1;
@@ -187,6 +213,7 @@ impl Index {
     }
 
     pub(crate) fn current<'g>(&'g self, g: &'g EpochGuard) -> &'g Arc<Table> {
+        model_point();
         self.table.load(g)
     }
 
@@ -196,16 +223,22 @@ impl Index {
 
     pub(crate) fn bytes(&self, g: &EpochGuard) -> usize {
         let t = self.current(g);
-        t.bytes() + t.next.get().map_or(0, |n| n.bytes())
+        t.bytes() + t.next().map_or(0, |n| n.bytes())
     }
 
     /// Finds `key`: consults the current table, then the one being migrated into.
-    pub(crate) fn find<'g>(&'g self, log: &Log, key: &[u8], h: u64, g: &'g EpochGuard) -> Found<'g> {
+    pub(crate) fn find<'g, K: KeySource + ?Sized>(
+        &'g self,
+        log: &K,
+        key: &[u8],
+        h: u64,
+        g: &'g EpochGuard,
+    ) -> Found<'g> {
         let mut t: &'g Table = self.current(g);
         loop {
             match probe(t, log, key, h, g) {
                 Probe::Hit(slot, v) => return Found::Hit { slot, v },
-                Probe::Absent(empty) => match t.next.get() {
+                Probe::Absent(empty) => match t.next() {
                     Some(n) => t = n,
                     None => {
                         let slot = empty.expect("index table full without a resize under way");
@@ -217,7 +250,13 @@ impl Index {
     }
 
     /// The live slot value for `key`, if any (tombs are misses).
-    pub(crate) fn get<'g>(&'g self, log: &Log, key: &[u8], h: u64, g: &'g EpochGuard) -> Option<(u64, &'g AtomicU64)> {
+    pub(crate) fn get<'g, K: KeySource + ?Sized>(
+        &'g self,
+        log: &K,
+        key: &[u8],
+        h: u64,
+        g: &'g EpochGuard,
+    ) -> Option<(u64, &'g AtomicU64)> {
         match self.find(log, key, h, g) {
             Found::Hit { slot, v, .. } if !is_tomb(v) => Some((v, slot)),
             _ => None,
@@ -241,27 +280,28 @@ impl Index {
     /// Whether the current table is over its load limit and no resize is under way.
     pub(crate) fn needs_resize(&self, g: &EpochGuard) -> bool {
         let t = self.current(g);
-        t.next.get().is_none() && t.used.load(Ordering::Relaxed) > t.max_used()
+        t.next().is_none() && t.used.load(Ordering::Relaxed) > t.max_used()
     }
 
     /// Starts a resize. Call only with the writer gate closed (no insert in flight).
     pub(crate) fn start_resize(&self, g: &EpochGuard) {
         let t = self.current(g);
-        if t.next.get().is_some() || t.used.load(Ordering::Relaxed) <= t.max_used() {
+        if t.next().is_some() || t.used.load(Ordering::Relaxed) <= t.max_used() {
             return;
         }
         let live = self.len() as usize;
+        model_point();
         let _ = t.next.set(Arc::new(Table::for_keys(live.max(t.nslots() / 2))));
     }
 
     pub(crate) fn resizing(&self, g: &EpochGuard) -> bool {
-        self.current(g).next.get().is_some()
+        self.current(g).next().is_some()
     }
 
     /// Migrates one chunk of a resize under way, if any. Returns whether work remains.
-    pub(crate) fn help_migrate(&self, log: &Log, g: &EpochGuard) -> bool {
+    pub(crate) fn help_migrate<K: KeySource + ?Sized>(&self, log: &K, g: &EpochGuard) -> bool {
         let cur = self.current(g);
-        let Some(next) = cur.next.get() else { return false };
+        let Some(next) = cur.next() else { return false };
         let n = cur.nslots();
         let start = cur.cursor.fetch_add(CHUNK, Ordering::AcqRel);
         if start >= n {
@@ -272,6 +312,7 @@ impl Index {
             migrate_slot(cur.slot(i), next, log, g);
         }
         if cur.migrated.fetch_add(end - start, Ordering::AcqRel) + (end - start) == n {
+            model_point();
             let _ = self.table.compare_replace(cur, next.clone(), g);
             return false;
         }
@@ -280,11 +321,18 @@ impl Index {
 
     /// Calls `f(slot value)` for every live or tomb entry whose key hash lies in `[lo, hi)`
     /// (hi = None: to the end of the hash space), in every table of the index.
-    pub(crate) fn for_range(&self, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f: &mut dyn FnMut(u64)) {
+    pub(crate) fn for_range<K: KeySource + ?Sized>(
+        &self,
+        log: &K,
+        lo: u64,
+        hi: Option<u64>,
+        g: &EpochGuard,
+        f: &mut dyn FnMut(u64),
+    ) {
         let mut t: &Table = self.current(g);
         loop {
             scan_range(t, log, lo, hi, g, f);
-            match t.next.get() {
+            match t.next() {
                 Some(n) => t = n,
                 None => return,
             }
@@ -296,10 +344,24 @@ impl Index {
         self.current(g).nslots()
     }
 
+    /// Every slot value of every table, the current one first (for the model checker).
+    #[cfg(shuttle)]
+    pub(crate) fn slot_values(&self, g: &EpochGuard) -> Vec<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut t: &Table = self.current(g);
+        loop {
+            out.push((0..t.nslots()).map(|i| t.slot(i).load(Ordering::Acquire)).collect());
+            match t.next() {
+                Some(n) => t = n,
+                None => return out,
+            }
+        }
+    }
+
     /// A slot value chosen at random among the live entries near a random position.
     pub(crate) fn random_entry(&self, r: u64, g: &EpochGuard, mut ok: impl FnMut(u64) -> bool) -> Option<u64> {
         let mut t: &Table = self.current(g);
-        if let Some(n) = t.next.get() {
+        if let Some(n) = t.next() {
             t = n;
         }
         let n = t.nslots();
@@ -314,7 +376,7 @@ impl Index {
     }
 }
 
-fn migrate_slot(s: &AtomicU64, next: &Table, log: &Log, g: &EpochGuard) {
+fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: &EpochGuard) {
     loop {
         let v = s.load(Ordering::Acquire);
         if v == MOVED || v == MOVED_EMPTY {
@@ -331,11 +393,11 @@ fn migrate_slot(s: &AtomicU64, next: &Table, log: &Log, g: &EpochGuard) {
 }
 
 /// Puts entry `v` into `t` unless `t` already holds a newer entry of the same key.
-fn copy_newer(t: &Table, v: u64, log: &Log, g: &EpochGuard) {
-    let Some(rec) = log.read(slot_addr(v), g) else { return };
-    let h = hash(rec.key);
+fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard) {
+    let Some(key) = log.key_at(slot_addr(v), g) else { return };
+    let h = hash(key);
     loop {
-        match probe(t, log, rec.key, h, g) {
+        match probe(t, log, key, h, g) {
             Probe::Hit(slot, cur) => {
                 if !newer(v, cur) || slot.compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                     return;
@@ -357,7 +419,14 @@ fn copy_newer(t: &Table, v: u64, log: &Log, g: &EpochGuard) {
 
 /// Entries of `t` whose key hash is in `[lo, hi)`: from the home slot of `lo` to the home slot
 /// of `hi`, and on past it until an empty slot ends the probe run (keys displaced forward).
-fn scan_range(t: &Table, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f: &mut dyn FnMut(u64)) {
+fn scan_range<K: KeySource + ?Sized>(
+    t: &Table,
+    log: &K,
+    lo: u64,
+    hi: Option<u64>,
+    g: &EpochGuard,
+    f: &mut dyn FnMut(u64),
+) {
     let n = t.nslots();
     let start = t.home(lo);
     let stop = hi.map_or(n, |h| t.home(h));
@@ -375,9 +444,9 @@ fn scan_range(t: &Table, log: &Log, lo: u64, hi: Option<u64>, g: &EpochGuard, f:
         if v != EMPTY
             && v != MOVED
             && v != MOVED_EMPTY
-            && let Some(rec) = log.read(slot_addr(v), g)
+            && let Some(key) = log.key_at(slot_addr(v), g)
         {
-            let h = hash(rec.key);
+            let h = hash(key);
             if h >= lo && hi.is_none_or(|hi| h < hi) {
                 f(v);
             }

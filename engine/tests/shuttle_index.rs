@@ -1,0 +1,523 @@
+//! A shuttle model of the index insert/update path (issue 2), run by `engine/run-shuttle.sh`:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle \
+//!     cargo test -p segkv-engine --test shuttle_index --release
+//! ```
+//!
+//! The code under test is the engine's own: `index.rs` (find, install, start_resize,
+//! help_migrate, migrate_slot, copy_newer) and `gate.rs`, compiled against shuttle's atomics and
+//! mutex (`engine/src/sync.rs`) and reached through `segkv_engine::model_support`. Only the log
+//! is a stand-in: an append-only arena of records (`Arena`) behind the index's `KeySource`
+//! trait. `Model::update` is `Engine::update` (store.rs) step for step, without the parts that
+//! need a clock or a disk: enter the gate, help the migration once if a resize is under way,
+//! then find → decide → append a record → install (CAS) → on a lost CAS abort the record and
+//! retry from the find; after leaving the gate, start a resize (gate closed) if the table is
+//! over its load limit.
+//!
+//! Shuttle runs the threads one at a time and chooses who runs next before every atomic
+//! operation, mutex operation, spin/yield of the gate, and at the `model_point`s (the load of
+//! the current table, the read and the set of a table's link to the next one, the swap of the
+//! table when a migration ends). It treats every atomic as SeqCst: weaker-ordering bugs
+//! (a missing Acquire/Release) are NOT found here. crossbeam-epoch reclamation is not modelled
+//! (every model thread runs on one OS thread, so they share one epoch participant and nothing is
+//! freed while any of them is pinned). Expiry, tombs made by lazy expiry, the log's own
+//! concurrency and the store's live/expires counters beyond the live count are not modelled.
+//!
+//! The tables are tiny (16 or 24 slots, 8 per bucket, CHUNK = 4 under cfg(shuttle)), so probe
+//! runs collide and wrap, and a resize starts and is migrated by several writers mid-run.
+//!
+//! Properties:
+//! (a) no table ever holds two slots for one key;
+//! (b) N concurrent increments of a counter give exactly N;
+//! (c) once the threads are done and the migration finished, every key's entry is the record
+//!     with the largest address successfully installed for it (live or tomb as that record is),
+//!     no slot points to an aborted record, and no other key is present;
+//! (d) a reader running during a resize always finds the keys inserted before it started, and
+//!     never sees a key's address go backwards.
+
+#![cfg(shuttle)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use segkv_engine::model_support::{
+    EpochGuard, Gate, Index, KeySource, hash, is_entry, is_tomb, make_slot, pin, slot_addr,
+};
+use shuttle::scheduler::{PctScheduler, RandomScheduler};
+use shuttle::sync::atomic::{AtomicU64, Ordering};
+use shuttle::{Runner, thread};
+
+/// Records the arena can hold per execution.
+const CAP: usize = 512;
+
+struct Rec {
+    key: Vec<u8>,
+    payload: u64,
+    tomb: bool,
+    aborted: AtomicBool,
+}
+
+/// The log stand-in: record `i` lives at address `4 * (i + 1)` (nonzero, 4-aligned, increasing
+/// in reservation order, as the log's tail). A record is complete before `append` returns its
+/// address, so before any thread can find that address in the index.
+struct Arena {
+    next: AtomicU64,
+    recs: Box<[OnceLock<Rec>]>,
+}
+
+impl Arena {
+    fn new() -> Arena {
+        Arena { next: AtomicU64::new(0), recs: (0..CAP).map(|_| OnceLock::new()).collect() }
+    }
+
+    fn append(&self, key: &[u8], payload: u64, tomb: bool) -> u64 {
+        let i = self.next.fetch_add(1, Ordering::SeqCst) as usize;
+        assert!(i < CAP, "model arena full");
+        let rec = Rec { key: key.to_vec(), payload, tomb, aborted: AtomicBool::new(false) };
+        assert!(self.recs[i].set(rec).is_ok());
+        (i as u64 + 1) * 4
+    }
+
+    fn rec(&self, addr: u64) -> &Rec {
+        let i = (addr / 4).checked_sub(1).expect("address 0 in the index") as usize;
+        self.recs[i].get().expect("the index holds an address that was never written")
+    }
+}
+
+impl KeySource for Arena {
+    fn key_at<'g>(&'g self, addr: u64, _g: &'g EpochGuard) -> Option<&'g [u8]> {
+        let i = (addr / 4).checked_sub(1)? as usize;
+        self.recs.get(i)?.get().map(|r| &r.key[..])
+    }
+}
+
+/// What an update decides from the current payload (`Action` in the store).
+enum Op {
+    Keep,
+    Put(u64),
+    Delete,
+}
+
+struct Model {
+    index: Index,
+    gate: Gate,
+    log: Arena,
+}
+
+impl Model {
+    fn new(buckets: usize) -> Arc<Model> {
+        Arc::new(Model { index: Index::with_buckets(buckets), gate: Gate::default(), log: Arena::new() })
+    }
+
+    /// `Engine::update`, step for step. Returns the address installed, if any.
+    fn update(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> Op) -> Option<u64> {
+        let h = hash(key);
+        let installed;
+        let grow;
+        {
+            let _w = self.gate.enter();
+            let g = pin();
+            let index = &self.index;
+            if index.resizing(&g) {
+                index.help_migrate(&self.log, &g);
+            }
+            installed = loop {
+                let found = index.find(&self.log, key, h, &g);
+                let (cur, live_v) = match found.value() {
+                    Some(v) if !is_tomb(v) => (Some(self.log.rec(slot_addr(v)).payload), true),
+                    _ => (None, false),
+                };
+                let (payload, tomb) = match f(cur) {
+                    Op::Keep => break None,
+                    Op::Delete if !live_v => break None,
+                    Op::Delete => (0, true),
+                    Op::Put(p) => (p, false),
+                };
+                let addr = self.log.append(key, payload, tomb);
+                if index.install(&found, make_slot(addr, h, tomb)) {
+                    index.add_live(i64::from(!tomb) - i64::from(live_v));
+                    break Some(addr);
+                }
+                self.log.rec(addr).aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+            };
+            grow = index.needs_resize(&g);
+        }
+        if grow {
+            self.start_resize();
+        }
+        installed
+    }
+
+    /// `Engine::start_resize`.
+    fn start_resize(&self) {
+        let _closed = self.gate.close();
+        let g = pin();
+        self.index.start_resize(&g);
+    }
+
+    fn put(&self, key: &[u8], payload: u64) -> Option<u64> {
+        self.update(key, |_| Op::Put(payload))
+    }
+
+    fn incr(&self, key: &[u8]) -> Option<u64> {
+        self.update(key, |cur| Op::Put(cur.unwrap_or(0) + 1))
+    }
+
+    fn delete(&self, key: &[u8]) -> Option<u64> {
+        self.update(key, |_| Op::Delete)
+    }
+
+    /// SET NX: writes only if the key has no live entry.
+    fn set_nx(&self, key: &[u8], payload: u64) -> Option<u64> {
+        self.update(key, |cur| if cur.is_some() { Op::Keep } else { Op::Put(payload) })
+    }
+
+    /// The live entry of `key` as a reader sees it (`Engine::read`): (address, payload).
+    fn get(&self, key: &[u8]) -> Option<(u64, u64)> {
+        let g = pin();
+        let v = self.index.get(&self.log, key, hash(key), &g)?;
+        let addr = slot_addr(v);
+        Some((addr, self.log.rec(addr).payload))
+    }
+
+    /// Helps the migration under way (if any) to its end, as later writers would.
+    fn finish_migration(&self) {
+        loop {
+            let _w = self.gate.enter();
+            let g = pin();
+            if !self.index.resizing(&g) {
+                return;
+            }
+            self.index.help_migrate(&self.log, &g);
+        }
+    }
+
+    /// (a): in every table, at most one slot per key; no slot points to an aborted record.
+    fn check_tables(&self) {
+        let g = pin();
+        for (ti, table) in self.index.tables(&g).iter().enumerate() {
+            let mut seen = HashSet::new();
+            for &v in table.iter().filter(|&&v| is_entry(v)) {
+                let rec = self.log.rec(slot_addr(v));
+                assert!(
+                    !rec.aborted.load(std::sync::atomic::Ordering::SeqCst),
+                    "table {ti} points to an aborted record"
+                );
+                assert!(
+                    seen.insert(rec.key.clone()),
+                    "table {ti} holds two slots for key {:?}: {table:x?}",
+                    key_str(&rec.key)
+                );
+            }
+        }
+    }
+
+    /// (a) and (c), after every thread is done. `installed` lists every successful install.
+    fn check_final(&self, installed: &[(Vec<u8>, u64)]) {
+        self.check_tables();
+        self.finish_migration();
+        self.check_tables();
+        let mut newest: HashMap<&[u8], u64> = HashMap::new();
+        for (key, addr) in installed {
+            let e = newest.entry(&key[..]).or_insert(0);
+            *e = (*e).max(*addr);
+        }
+        let g = pin();
+        for (&key, &addr) in &newest {
+            let rec = self.log.rec(addr);
+            match self.index.find(&self.log, key, hash(key), &g).value() {
+                Some(v) => {
+                    assert_eq!(
+                        slot_addr(v),
+                        addr,
+                        "key {:?}: index has {}, newest install {addr}",
+                        key_str(key),
+                        slot_addr(v)
+                    );
+                    assert_eq!(is_tomb(v), rec.tomb, "key {:?}: tomb bit", key_str(key));
+                }
+                // A tomb is not copied into a new table where the key has no slot.
+                None => assert!(rec.tomb, "key {:?} lost (newest install {addr})", key_str(key)),
+            }
+        }
+        let tables = self.index.tables(&g);
+        assert_eq!(tables.len(), 1, "migration did not finish");
+        for &v in tables[0].iter().filter(|&&v| is_entry(v)) {
+            let key = &self.log.rec(slot_addr(v)).key;
+            assert!(newest.contains_key(&key[..]), "key {:?} in the index was never installed", key_str(key));
+        }
+    }
+}
+
+fn key_str(k: &[u8]) -> String {
+    String::from_utf8_lossy(k).into_owned()
+}
+
+fn key(name: &str, i: usize) -> Vec<u8> {
+    format!("{name}{i}").into_bytes()
+}
+
+fn config() -> shuttle::Config {
+    let mut cfg = shuttle::Config::new();
+    // The index uses Acquire/Release; shuttle would warn once that it models SeqCst only.
+    cfg.silence_warnings = true;
+    cfg.stack_size = 1 << 18;
+    cfg
+}
+
+/// Iterations, scaled by SHUTTLE_SCALE (default 1) for longer runs by hand.
+fn iters(n: usize) -> usize {
+    let scale = std::env::var("SHUTTLE_SCALE").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+    n * scale.max(1)
+}
+
+fn check_random(f: impl Fn() + Send + Sync + 'static, n: usize) {
+    Runner::new(RandomScheduler::new(iters(n)), config()).run(f);
+}
+
+fn check_pct(f: impl Fn() + Send + Sync + 'static, n: usize, depth: usize) {
+    Runner::new(PctScheduler::new(depth, iters(n)), config()).run(f);
+}
+
+/// Runs `threads` model threads, each `body(model, t)`, and returns every install they made.
+fn run_threads(
+    m: &Arc<Model>,
+    threads: usize,
+    body: impl Fn(&Model, usize) -> Vec<(Vec<u8>, u64)> + Send + Sync + 'static,
+) -> Vec<(Vec<u8>, u64)> {
+    let body = Arc::new(body);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (m, body) = (m.clone(), body.clone());
+            thread::spawn(move || body(&m, t))
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+/// Inserts `n` keys `pre0..` from the model's main thread before any other thread starts.
+fn prefill(m: &Model, n: usize) -> Vec<(Vec<u8>, u64)> {
+    (0..n).map(|i| (key("pre", i), m.put(&key("pre", i), 1000 + i as u64).unwrap())).collect()
+}
+
+/// (a) + (c): threads insert the same keys, in different orders; no resize (5 keys in 16 slots),
+/// so duplicate slots would still be there at the end.
+fn same_keys(threads: usize) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let m = Model::new(2);
+        let installed = run_threads(&m, threads, |m, t| {
+            (0..5)
+                .map(|i| {
+                    let k = key("k", (i + 2 * t) % 5);
+                    (k.clone(), m.put(&k, (t * 100 + i) as u64).unwrap())
+                })
+                .collect()
+        });
+        m.check_final(&installed);
+    }
+}
+
+#[test]
+fn same_key_gets_one_slot() {
+    check_random(same_keys(2), 2000);
+    check_random(same_keys(3), 1000);
+    check_pct(same_keys(3), 1000, 3);
+}
+
+/// (a) + (c) with a resize: 12 keys prefilled in 16 slots (limit 14), then each thread inserts
+/// shared and own keys, so the table crosses its limit mid-run and writers migrate it.
+fn same_keys_resize(threads: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let m = Model::new(buckets);
+        let mut installed = prefill(&m, pre);
+        installed.extend(run_threads(&m, threads, |m, t| {
+            let mut out = Vec::new();
+            for i in 0..3 {
+                let k = key("s", (i + t) % 3);
+                out.push((k.clone(), m.put(&k, (t * 100 + i) as u64).unwrap()));
+                let k = key(&format!("t{t}_"), i);
+                out.push((k.clone(), m.put(&k, 7).unwrap()));
+            }
+            // Overwrite a prefilled key: its slot may be mid-migration.
+            let k = key("pre", t);
+            out.push((k.clone(), m.put(&k, 9).unwrap()));
+            out
+        }));
+        m.check_final(&installed);
+    }
+}
+
+#[test]
+fn same_key_gets_one_slot_across_resize() {
+    check_random(same_keys_resize(2, 2, 12), 2000);
+    check_random(same_keys_resize(3, 3, 18), 1000);
+    check_pct(same_keys_resize(2, 2, 12), 1000, 3);
+}
+
+/// (b): `threads` × `n` INCR of one counter, with fresh inserts in between that push the table
+/// over its limit, so increments race with the resize and the migration of the counter's slot.
+fn increments(threads: usize, n: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let m = Model::new(buckets);
+        let mut installed = prefill(&m, pre);
+        installed.extend(run_threads(&m, threads, move |m, t| {
+            let mut out = Vec::new();
+            for i in 0..n {
+                out.push((b"ctr".to_vec(), m.incr(b"ctr").unwrap()));
+                let k = key(&format!("f{t}_"), i);
+                out.push((k.clone(), m.put(&k, 1).unwrap()));
+            }
+            out
+        }));
+        m.check_final(&installed);
+        assert_eq!(m.get(b"ctr").map(|(_, p)| p), Some((threads * n) as u64), "lost or doubled increment");
+    }
+}
+
+#[test]
+fn concurrent_increments_are_exact() {
+    check_random(increments(2, 3, 2, 10), 2000);
+    check_random(increments(3, 2, 3, 16), 1000);
+    check_pct(increments(2, 3, 2, 10), 1000, 3);
+}
+
+/// (c) with deletes: each thread runs a random mix of SET / SET NX / DEL / INCR on a few shared
+/// keys and inserts fresh ones, across a resize.
+fn mixed(threads: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        use shuttle::rand::{Rng, thread_rng};
+        let m = Model::new(buckets);
+        let mut installed = prefill(&m, pre);
+        installed.extend(run_threads(&m, threads, |m, t| {
+            let mut rng = thread_rng();
+            let mut out = Vec::new();
+            for i in 0..6 {
+                let k = if rng.gen_bool(0.3) { key(&format!("m{t}_"), i) } else { key("x", rng.gen_range(0..3)) };
+                let addr = match rng.gen_range(0..4) {
+                    0 => m.put(&k, (t * 100 + i) as u64),
+                    1 => m.delete(&k),
+                    2 => m.set_nx(&k, (t * 100 + i) as u64),
+                    _ => m.incr(&k),
+                };
+                if let Some(a) = addr {
+                    out.push((k, a));
+                }
+            }
+            out
+        }));
+        m.check_final(&installed);
+    }
+}
+
+#[test]
+fn mixed_writes_leave_the_newest_record() {
+    check_random(mixed(2, 2, 10), 2000);
+    check_random(mixed(3, 3, 16), 1000);
+}
+
+/// (d): 14 keys in 16 slots (at the limit); writers insert fresh keys (starting a resize) and
+/// overwrite prefilled ones while a reader looks every prefilled key up, twice.
+fn reader_during_resize(writers: usize) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let m = Model::new(2);
+        let mut installed = prefill(&m, 14);
+        let first: HashMap<Vec<u8>, u64> = installed.iter().cloned().collect();
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let mut seen: HashMap<Vec<u8>, u64> = first.clone();
+                for _ in 0..2 {
+                    for (k, _) in first.iter() {
+                        let (addr, _) = m.get(k).unwrap_or_else(|| panic!("reader missed {:?}", key_str(k)));
+                        let last = seen.insert(k.clone(), addr).unwrap();
+                        assert!(addr >= last, "{:?} went back from {last} to {addr}", key_str(k));
+                    }
+                }
+            })
+        };
+        installed.extend(run_threads(&m, writers, |m, t| {
+            let mut out = Vec::new();
+            for i in 0..2 {
+                let k = key(&format!("w{t}_"), i);
+                out.push((k.clone(), m.put(&k, 5).unwrap()));
+                let k = key("pre", (3 * t + i) % 14);
+                out.push((k.clone(), m.put(&k, 6).unwrap()));
+            }
+            out
+        }));
+        reader.join().unwrap();
+        m.check_final(&installed);
+    }
+}
+
+#[test]
+fn reader_never_misses_a_key_during_resize() {
+    check_random(reader_during_resize(2), 2000);
+    check_pct(reader_during_resize(2), 1000, 3);
+}
+
+// Known limit, found by this model (not fixed here): a table accepts at most `nslots / 8` inserts
+// past its load limit before a resize is attached (`needs_resize` fires at 7/8 full), and every
+// writer can make one such insert before it reaches `start_resize` and the gate closes. With
+// more writers than that inserting new keys, the table fills and `find` panics ("index table
+// full without a resize under way"); so does a lookup of an absent key in a full table, even
+// with no more writers than spare slots. The smallest table (64 slots, a fresh or flushed
+// database) has 8 spare slots. Run with `engine/run-shuttle.sh -- --ignored`.
+
+/// 14 keys in 16 slots, then three writers insert one fresh key each: the third finds the table
+/// full before either of the first two has attached a new one.
+#[test]
+#[ignore = "known limit: more concurrent inserters than nslots/8 fill the table (see above)"]
+fn more_inserters_than_spare_slots() {
+    check_random(
+        || {
+            let m = Model::new(2);
+            prefill(&m, 14);
+            run_threads(&m, 3, |m, t| vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]);
+        },
+        20000,
+    );
+}
+
+/// Two writers fill the last two slots; a reader looking up an absent key meanwhile may find
+/// the table full with no resize attached yet.
+#[test]
+#[ignore = "known limit: a lookup of an absent key in a full table panics (see above)"]
+fn lookup_of_absent_key_in_full_table() {
+    check_random(
+        || {
+            let m = Model::new(2);
+            prefill(&m, 14);
+            let reader = {
+                let m = m.clone();
+                thread::spawn(move || assert!(m.get(b"absent").is_none()))
+            };
+            run_threads(&m, 2, |m, t| vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]);
+            reader.join().unwrap();
+        },
+        20000,
+    );
+}
+
+/// Known bug, found by the real concurrency test (`the_index_grows_online_while_readers_and_writers_run`
+/// fails with "new index table full during migration") and reproduced here: a resize finishes
+/// only when every chunk of the old table is migrated, and a chunk is migrated only by the writer
+/// that claimed it. While that writer is descheduled in the middle of its chunk, the other
+/// writers keep inserting new keys into the new table (the old one is still current, so no
+/// further resize can start) until the new table is full and `find` or `copy_newer` panics.
+/// PCT finds it: it lets one thread run for long stretches while a lower-priority one waits.
+#[test]
+#[ignore = "known bug: a stalled chunk holder lets the new table fill up (see above)"]
+fn inserts_while_a_migrating_writer_is_stalled() {
+    let f = || {
+        let m = Model::new(2);
+        let mut installed = prefill(&m, 14);
+        installed.extend(run_threads(&m, 2, |m, t| {
+            (0..60).map(|i| (key(&format!("z{t}_"), i), m.put(&key(&format!("z{t}_"), i), 1).unwrap())).collect()
+        }));
+        m.check_final(&installed);
+    };
+    check_pct(f, 2000, 3);
+}
