@@ -10,7 +10,8 @@ fn main() {
         let t = std::time::Instant::now();
         for i in 0..n {
             let key = format!("key:{i:012}");
-            e.set(0, key.as_bytes(), &[7u8; 32], SetOptions::default()).unwrap();
+            e.set(0, key.as_bytes(), &[7u8; 32], SetOptions::default())
+                .unwrap();
         }
         let s = e.stats();
         println!(

@@ -126,7 +126,7 @@ impl Table {
 
     /// A table sized for `keys` keys at about 60% load.
     pub(crate) fn for_keys(keys: usize) -> Table {
-        Table::with_buckets((keys * 5 / 3).div_ceil(SLOTS_PER_BUCKET).max(8))
+        Table::with_buckets((keys * 5 / 3).div_ceil(SLOTS_PER_BUCKET).max(16))
     }
 
     pub(crate) fn nslots(&self) -> usize {
@@ -277,6 +277,18 @@ impl Index {
         }
     }
 
+    /// Whether an insert at `found` must wait: it would go into the table being migrated into
+    /// while that table is already over its load limit (it cannot grow before it is current).
+    /// The caller helps the migration finish, so it becomes current and can grow, and retries.
+    pub(crate) fn must_help_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
+        match found {
+            Found::Miss { table, .. } => {
+                !std::ptr::eq(*table, &**self.current(g)) && table.used.load(Ordering::Relaxed) > table.max_used()
+            }
+            Found::Hit { .. } => false,
+        }
+    }
+
     /// Whether the current table is over its load limit and no resize is under way.
     pub(crate) fn needs_resize(&self, g: &EpochGuard) -> bool {
         let t = self.current(g);
@@ -303,11 +315,14 @@ impl Index {
         let cur = self.current(g);
         let Some(next) = cur.next() else { return false };
         let n = cur.nslots();
-        let start = cur.cursor.fetch_add(CHUNK, Ordering::AcqRel);
+        // Small tables get small chunks, so several writers can finish them together.
+        #[allow(clippy::manual_clamp, reason = "CHUNK may be below 16 (model checking)")]
+        let chunk = (n / 64).max(16).min(CHUNK);
+        let start = cur.cursor.fetch_add(chunk, Ordering::AcqRel);
         if start >= n {
             return false;
         }
-        let end = (start + CHUNK).min(n);
+        let end = (start + chunk).min(n);
         for i in start..end {
             migrate_slot(cur.slot(i), next, log, g);
         }
@@ -453,5 +468,71 @@ fn scan_range<K: KeySource + ?Sized>(
         }
         i += 1;
         steps += 1;
+    }
+}
+
+impl Index {
+    /// Recovery's insert (single-threaded, records of one key in address order): records
+    /// `addr` as the key's newest entry, a tomb when `dead`. Keys are read from the log only
+    /// when a slot's tag matches. Returns whether the record was applied (false for a delete
+    /// of a key that has no entry).
+    pub(crate) fn replay_insert(
+        &self,
+        log: &Log,
+        h: u64,
+        addr: u64,
+        dead: bool,
+        ttl: bool,
+        g: &EpochGuard,
+    ) -> bool {
+        let t = self.current(g);
+        let n = t.nslots();
+        let mut i = t.home(h);
+        let mut key: Option<&[u8]> = None;
+        for _ in 0..n {
+            let s = t.slot(i);
+            let v = s.load(Ordering::Relaxed);
+            if v == EMPTY {
+                if dead {
+                    return false;
+                }
+                s.store(make_slot(addr, h, false), Ordering::Relaxed);
+                t.used.fetch_add(1, Ordering::Relaxed);
+                self.live.fetch_add(1, Ordering::Relaxed);
+                self.expires.fetch_add(i64::from(ttl), Ordering::Relaxed);
+                return true;
+            }
+            if tag_matches(v, h) {
+                let k = match key {
+                    Some(k) => k,
+                    None => {
+                        let Some(r) = log.read(addr, g) else {
+                            return false;
+                        };
+                        key = Some(r.key);
+                        r.key
+                    }
+                };
+                if let Some(old) = log.read(slot_addr(v), g)
+                    && old.key == k
+                {
+                    let was_live = !is_tomb(v);
+                    let had_ttl = was_live && old.expire_at.is_some();
+                    s.store(make_slot(addr, h, dead), Ordering::Relaxed);
+                    self.live
+                        .fetch_add(i64::from(!dead) - i64::from(was_live), Ordering::Relaxed);
+                    self.expires.fetch_add(
+                        i64::from(!dead && ttl) - i64::from(had_ttl),
+                        Ordering::Relaxed,
+                    );
+                    return true;
+                }
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+        unreachable!("recovery index sized for every record is full")
     }
 }

@@ -38,7 +38,9 @@ pub struct RecoveryInfo {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("dir", &self.cfg.dir).finish()
+        f.debug_struct("Engine")
+            .field("dir", &self.cfg.dir)
+            .finish()
     }
 }
 
@@ -56,12 +58,15 @@ enum State<'a> {
 }
 
 fn current_of<'a>(rec: &RecordView<'a>, now: u64) -> Option<Current<'a>> {
-    (rec.kind == Kind::Put && !rec.expired(now)).then_some(Current { value: rec.value, expire_at: rec.expire_at })
+    (rec.kind == Kind::Put && !rec.expired(now)).then_some(Current {
+        value: rec.value,
+        expire_at: rec.expire_at,
+    })
 }
 
 /// Recovery-time state: newest-wins replay of the log into fresh indexes.
 struct Replay {
-    tables: Vec<Vec<(u64, u64, Kind, Option<u64>)>>,
+    tables: Vec<Vec<ReplayRec>>,
     db_map: [u8; MAX_DATABASES],
 }
 
@@ -79,7 +84,8 @@ impl Engine {
             writer: cfg.writer,
             recover_corrupt: cfg.recover_corrupt,
         };
-        // Pass 1 (during the log scan): collect (addr, hash) per keyspace in address order.
+        let now = cfg.clock.now_ms();
+        // Pass 1 (during the log scan): collect (hash, address) per keyspace in address order.
         let mut replay = Replay {
             tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
             db_map: std::array::from_fn(|i| i as u8),
@@ -88,7 +94,13 @@ impl Engine {
             let ks = rec.keyspace as usize;
             match rec.kind {
                 Kind::Put | Kind::Delete if ks < MAX_DATABASES => {
-                    replay.tables[ks].push((addr, hash(rec.key), rec.kind, rec.expire_at));
+                    let dead = rec.kind == Kind::Delete || rec.expired(now);
+                    replay.tables[ks].push(ReplayRec::new(
+                        hash(rec.key),
+                        addr,
+                        dead,
+                        rec.expire_at.is_some(),
+                    ));
                 }
                 Kind::FlushKeyspace if ks < MAX_DATABASES => replay.tables[ks].clear(),
                 Kind::SwapDb if rec.value.len() == 2 => {
@@ -100,9 +112,12 @@ impl Engine {
                 _ => {}
             }
         })?;
-        let now = cfg.clock.now_ms();
         let mut engine = Engine {
-            keyspaces: (0..MAX_DATABASES).map(|_| Keyspace { index: EpochCell::new(Index::new(Table::for_keys(0))) }).collect(),
+            keyspaces: (0..MAX_DATABASES)
+                .map(|_| Keyspace {
+                    index: EpochCell::new(Index::new(Table::for_keys(0))),
+                })
+                .collect(),
             db_map: std::array::from_fn(|i| AtomicU8::new(replay.db_map[i])),
             gate: Gate::new(),
             expired_keys: AtomicU64::new(0),
@@ -110,63 +125,26 @@ impl Engine {
             log,
             cfg,
         };
-        // Pass 2: build each keyspace's index, newest record of a key winning.
+        // Pass 2: build each keyspace's index. Records are bucketed by the top bits of their
+        // hash (stable, so each key's records stay in address order and the newest wins), which
+        // makes the inserts walk the table in order instead of missing the cache on each one.
         let mut loaded = 0u64;
         let mut expired = 0u64;
+        let g = pin();
         for (ks, recs) in replay.tables.into_iter().enumerate() {
             if recs.is_empty() {
                 continue;
             }
             let index = Index::new(Table::for_keys(recs.len()));
-            let g = pin();
-            for (addr, h, kind, exp) in recs {
-                let Some(rec) = engine.log.read(addr, &g) else { continue };
-                let dead = kind == Kind::Delete || exp.is_some_and(|t| t <= now);
-                let new = make_slot(addr, h, dead);
-                let found = index.find(&engine.log, rec.key, h, &g);
-                let was_live = match &found {
-                    Found::Hit { v, .. } => !is_tomb(*v),
-                    Found::Miss { .. } => false,
-                };
-                let old_exp = match &found {
-                    Found::Hit { v, .. } if !is_tomb(*v) => engine.log.read(slot_addr(*v), &g).and_then(|r| r.expire_at),
-                    _ => None,
-                };
-                if !index.install(&found, new) {
-                    unreachable!("single-threaded replay lost a CAS");
-                }
-                index.live.fetch_add(i64::from(!dead) - i64::from(was_live), Ordering::Relaxed);
-                index.expires.fetch_add(
-                    i64::from(!dead && exp.is_some()) - i64::from(was_live && old_exp.is_some()),
-                    Ordering::Relaxed,
-                );
-                if kind == Kind::Put && dead {
+            for r in bucket_by_hash(recs) {
+                if index.replay_insert(&engine.log, r.h, r.addr(), r.dead(), r.ttl(), &g)
+                    && r.dead()
+                    && r.ttl()
+                {
                     expired += 1;
-                }
-                if index.needs_resize(&g) {
-                    index.start_resize(&g);
-                    while index.help_migrate(&engine.log, &g) {}
                 }
             }
             loaded += index.len();
-            // Size the table for what survived (many records may have been overwrites).
-            let live = index.len() as usize;
-            let index = if index.nslots(&g) > Table::for_keys(live).nslots() * 2 {
-                let fitted = Index::new(Table::for_keys(live));
-                fitted.live.store(index.live.load(Ordering::Relaxed), Ordering::Relaxed);
-                fitted.expires.store(index.expires.load(Ordering::Relaxed), Ordering::Relaxed);
-                index.for_range(&engine.log, 0, None, &g, &mut |v| {
-                    if !is_tomb(v)
-                        && let Some(rec) = engine.log.read(slot_addr(v), &g)
-                    {
-                        let found = fitted.find(&engine.log, rec.key, hash(rec.key), &g);
-                        fitted.install(&found, v);
-                    }
-                });
-                fitted
-            } else {
-                index
-            };
             engine.keyspaces[ks].index.replace(index, &g);
         }
         engine.recovery = RecoveryInfo {
@@ -214,6 +192,11 @@ impl Engine {
     pub fn read<R>(&self, db: usize, key: &[u8], f: impl FnOnce(Current<'_>) -> R) -> Option<R> {
         let g = pin();
         let (_, index) = self.index(db, &g);
+        if index.resizing(&g) {
+            // Reads move a resize along too (as Redis rehashes on lookups), so a burst of
+            // inserts followed by reads does not keep two tables alive.
+            index.help_migrate(&self.log, &g);
+        }
         let h = hash(key);
         let (v, slot) = index.get(&self.log, key, h, &g)?;
         let rec = self.log.read(slot_addr(v), &g)?;
@@ -236,14 +219,20 @@ impl Engine {
         }
         match rec.expire_at {
             Some(t) if t <= self.now_ms() => State::Expired,
-            expire_at => State::Live(Current { value: rec.value, expire_at }),
+            expire_at => State::Live(Current {
+                value: rec.value,
+                expire_at,
+            }),
         }
     }
 
     /// Marks an expired key's slot as a tomb (no log write: recovery treats the expired record
     /// as a delete too).
     fn expire_slot(&self, index: &Index, slot: &AtomicU64, v: u64, had_ttl: bool) {
-        if slot.compare_exchange(v, tombed(v), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if slot
+            .compare_exchange(v, tombed(v), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             index.live.fetch_sub(1, Ordering::Relaxed);
             if had_ttl {
                 index.expires.fetch_sub(1, Ordering::Relaxed);
@@ -302,18 +291,26 @@ impl Engine {
             }
             result = loop {
                 let found = index.find(&self.log, key, h, &g);
+                if index.must_help_first(&found, &g) {
+                    if !index.help_migrate(&self.log, &g) {
+                        std::thread::yield_now();
+                    }
+                    continue;
+                }
                 let (cur, live_v) = match &found {
-                    Found::Hit { v, slot, .. } if !is_tomb(*v) => match self.log.read(slot_addr(*v), &g) {
-                        Some(rec) => match self.state(&rec) {
-                            State::Live(c) => (Some(c), true),
-                            State::Expired => {
-                                self.expire_slot(index, slot, *v, true);
-                                continue;
-                            }
-                            State::Dead => (None, true),
-                        },
-                        None => (None, true),
-                    },
+                    Found::Hit { v, slot, .. } if !is_tomb(*v) => {
+                        match self.log.read(slot_addr(*v), &g) {
+                            Some(rec) => match self.state(&rec) {
+                                State::Live(c) => (Some(c), true),
+                                State::Expired => {
+                                    self.expire_slot(index, slot, *v, true);
+                                    continue;
+                                }
+                                State::Dead => (None, true),
+                            },
+                            None => (None, true),
+                        }
+                    }
                     _ => (None, false),
                 };
                 let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
@@ -324,13 +321,21 @@ impl Engine {
                     Plan::Delete => (Kind::Delete, &[], None),
                     Plan::Put(value, expire_at) => (Kind::Put, value, *expire_at),
                 };
-                let spec = RecordSpec { kind: spec_kind, keyspace: ks as u8, key, value, expire_at };
+                let spec = RecordSpec {
+                    kind: spec_kind,
+                    keyspace: ks as u8,
+                    key,
+                    value,
+                    expire_at,
+                };
                 let pending = self.log.append(&spec, &g)?;
                 let tomb = spec_kind == Kind::Delete;
                 if index.install(&found, make_slot(pending.addr(), h, tomb)) {
                     pending.commit();
                     let now_live = !tomb;
-                    index.live.fetch_add(i64::from(now_live) - i64::from(live_v), Ordering::Relaxed);
+                    index
+                        .live
+                        .fetch_add(i64::from(now_live) - i64::from(live_v), Ordering::Relaxed);
                     index.expires.fetch_add(
                         i64::from(now_live && expire_at.is_some()) - i64::from(live_v && old_ttl),
                         Ordering::Relaxed,
@@ -354,23 +359,42 @@ impl Engine {
         index.start_resize(&g);
     }
 
-    pub fn set(&self, db: usize, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetResult, EngineError> {
+    pub fn set(
+        &self,
+        db: usize,
+        key: &[u8],
+        value: &[u8],
+        opts: SetOptions,
+    ) -> Result<SetResult, EngineError> {
         self.update_plan(db, key, |cur| {
-            let old = if opts.get_old { cur.map(|c| c.value.to_vec()) } else { None };
+            let old = if opts.get_old {
+                cur.map(|c| c.value.to_vec())
+            } else {
+                None
+            };
             let ok = match opts.cond {
                 Cond::Always => true,
                 Cond::IfAbsent => cur.is_none(),
                 Cond::IfPresent => cur.is_some(),
             };
             if !ok {
-                return (Plan::Keep, SetResult { applied: false, old });
+                return (
+                    Plan::Keep,
+                    SetResult {
+                        applied: false,
+                        old,
+                    },
+                );
             }
             let expire_at = match opts.expiry {
                 SetExpiry::Persist => None,
                 SetExpiry::Keep => cur.and_then(|c| c.expire_at),
                 SetExpiry::At(t) => Some(t),
             };
-            (Plan::Put(Cow::Borrowed(value), expire_at), SetResult { applied: true, old })
+            (
+                Plan::Put(Cow::Borrowed(value), expire_at),
+                SetResult { applied: true, old },
+            )
         })
     }
 
@@ -380,10 +404,18 @@ impl Engine {
 
     /// Sets (or with `None` removes) the expiry of an existing key under `cond`.
     /// Returns whether the key existed and the condition held. An expiry in the past deletes.
-    pub fn expire(&self, db: usize, key: &[u8], at: Option<u64>, cond: ExpireCond) -> Result<bool, EngineError> {
+    pub fn expire(
+        &self,
+        db: usize,
+        key: &[u8],
+        at: Option<u64>,
+        cond: ExpireCond,
+    ) -> Result<bool, EngineError> {
         let now = self.now_ms();
         self.update(db, key, |cur| {
-            let Some(c) = cur else { return (Action::Keep, false) };
+            let Some(c) = cur else {
+                return (Action::Keep, false);
+            };
             let ok = match (cond, c.expire_at, at) {
                 (ExpireCond::Always, _, _) => true,
                 (ExpireCond::Nx, old, _) => old.is_none(),
@@ -398,7 +430,13 @@ impl Engine {
             }
             match at {
                 Some(t) if t <= now => (Action::Delete, true),
-                _ => (Action::Put { value: c.value.to_vec(), expire_at: at }, true),
+                _ => (
+                    Action::Put {
+                        value: c.value.to_vec(),
+                        expire_at: at,
+                    },
+                    true,
+                ),
             }
         })
     }
@@ -418,13 +456,24 @@ impl Engine {
     /// Appends a control record and commits it (caller holds the gate closed).
     fn append_control(&self, kind: Kind, keyspace: u8, value: &[u8]) -> Result<(), EngineError> {
         let g = pin();
-        let p = self.log.append(&RecordSpec { kind, keyspace, key: &[], value, expire_at: None }, &g)?;
+        let p = self.log.append(
+            &RecordSpec {
+                kind,
+                keyspace,
+                key: &[],
+                value,
+                expire_at: None,
+            },
+            &g,
+        )?;
         p.commit();
         Ok(())
     }
 
     fn fresh_index(&self, ks: usize, g: &EpochGuard) {
-        self.keyspaces[ks].index.replace(Index::new(Table::for_keys(0)), g);
+        self.keyspaces[ks]
+            .index
+            .replace(Index::new(Table::for_keys(0)), g);
     }
 
     pub fn flush_db(&self, db: usize) -> Result<(), EngineError> {
@@ -439,7 +488,9 @@ impl Engine {
         let _closed = self.gate.close();
         let g = pin();
         for ks in 0..MAX_DATABASES {
-            if self.keyspaces[ks].index.load(&g).len() > 0 || self.keyspaces[ks].index.load(&g).resizing(&g) {
+            if self.keyspaces[ks].index.load(&g).len() > 0
+                || self.keyspaces[ks].index.load(&g).resizing(&g)
+            {
                 self.append_control(Kind::FlushKeyspace, ks as u8, &[])?;
                 self.fresh_index(ks, &g);
             }
@@ -494,7 +545,9 @@ impl Engine {
         let now = self.now_ms();
         let r = random_u64();
         let v = index.random_entry(r, &g, |v| {
-            self.log.read(slot_addr(v), &g).is_some_and(|rec| current_of(&rec, now).is_some())
+            self.log
+                .read(slot_addr(v), &g)
+                .is_some_and(|rec| current_of(&rec, now).is_some())
         })?;
         self.log.read(slot_addr(v), &g).map(|r| r.key.to_vec())
     }
@@ -548,6 +601,56 @@ impl Engine {
     }
 }
 
+/// One record seen by the recovery scan: its key's hash, and its address with two flags in the
+/// address's low bits (addresses are 4-aligned).
+#[derive(Clone, Copy)]
+struct ReplayRec {
+    h: u64,
+    a: u64,
+}
+
+impl ReplayRec {
+    fn new(h: u64, addr: u64, dead: bool, ttl: bool) -> Self {
+        ReplayRec {
+            h,
+            a: addr | u64::from(dead) | (u64::from(ttl) << 1),
+        }
+    }
+    fn addr(self) -> u64 {
+        self.a & !3
+    }
+    fn dead(self) -> bool {
+        self.a & 1 != 0
+    }
+    fn ttl(self) -> bool {
+        self.a & 2 != 0
+    }
+}
+
+/// Stable counting sort by the top 16 bits of the hash.
+fn bucket_by_hash(recs: Vec<ReplayRec>) -> Vec<ReplayRec> {
+    if recs.len() < 4096 {
+        return recs;
+    }
+    let mut start = vec![0usize; 1 << 16];
+    for r in &recs {
+        start[(r.h >> 48) as usize] += 1;
+    }
+    let mut sum = 0;
+    for c in start.iter_mut() {
+        let n = *c;
+        *c = sum;
+        sum += n;
+    }
+    let mut out = vec![ReplayRec { h: 0, a: 0 }; recs.len()];
+    for r in recs {
+        let b = &mut start[(r.h >> 48) as usize];
+        out[*b] = r;
+        *b += 1;
+    }
+    out
+}
+
 fn random_u64() -> u64 {
     use std::cell::Cell;
     thread_local! {
@@ -564,4 +667,3 @@ fn random_u64() -> u64 {
         x
     })
 }
-

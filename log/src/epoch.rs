@@ -13,7 +13,9 @@ pub struct EpochCell<T: Send + 'static> {
 
 impl<T: Send + 'static> EpochCell<T> {
     pub fn new(v: T) -> Self {
-        EpochCell { ptr: Atomic::new(v) }
+        EpochCell {
+            ptr: Atomic::new(v),
+        }
     }
 
     /// The current value; valid for as long as `guard` is held.
@@ -37,7 +39,13 @@ impl<T: Send + 'static> EpochCell<T> {
     /// old value is dropped once no reader can see it; on failure `new` is returned.
     pub fn compare_replace(&self, current: &T, new: T, guard: &Guard) -> Result<(), T> {
         let cur = Shared::from(current as *const T);
-        match self.ptr.compare_exchange(cur, Owned::new(new), Ordering::AcqRel, Ordering::Acquire, guard) {
+        match self.ptr.compare_exchange(
+            cur,
+            Owned::new(new),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            guard,
+        ) {
             Ok(_installed) => {
                 // crossbeam returns the pointer it wrote; the one replaced is `cur`.
                 // SAFETY: as in `replace`: `cur` is no longer reachable from the cell.

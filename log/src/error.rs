@@ -13,7 +13,9 @@ pub enum LogError {
     },
     #[error("data directory {0} is locked by another process")]
     Locked(PathBuf),
-    #[error("corrupt record in {path} at offset {offset}: {why} (start with the recover-corrupt option to keep every good record)")]
+    #[error(
+        "corrupt record in {path} at offset {offset}: {why} (start with the recover-corrupt option to keep every good record)"
+    )]
     Corrupt {
         path: PathBuf,
         offset: u64,
@@ -29,6 +31,10 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LogError::Io { op, path: path.into(), source }
+        LogError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }

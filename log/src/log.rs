@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::epoch::{EpochCell, EpochGuard, pin};
 use crate::mem::SegMem;
-use crate::record::{self, DONE, END_MARK, HEADER_LEN, INVALID, LEN_MASK, MAX_RECORD_LEN, RecordSpec, RecordView};
+use crate::record::{
+    self, DONE, END_MARK, HEADER_LEN, INVALID, LEN_MASK, MAX_RECORD_LEN, RecordSpec, RecordView,
+};
 use crate::segment::{SEGMENT_HEADER_LEN, Segment, UNIT_SHIFT};
 use crate::writer::{SegmentWriter, make_writer};
 use crate::{FsyncPolicy, LogError, WriterKind};
@@ -129,7 +131,10 @@ pub struct Log {
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("dir", &self.sh.cfg.dir).field("durable", &self.durable_addr()).finish()
+        f.debug_struct("Log")
+            .field("dir", &self.sh.cfg.dir)
+            .field("durable", &self.durable_addr())
+            .finish()
     }
 }
 
@@ -162,7 +167,9 @@ impl Pending<'_> {
     }
 
     fn finish(&mut self, bits: u32) {
-        self.mem.commit_word(self.off).store(self.len | bits, Ordering::Release);
+        self.mem
+            .commit_word(self.off)
+            .store(self.len | bits, Ordering::Release);
         self.done = true;
         if self.log.sh.cfg.fsync == FsyncPolicy::Always {
             self.log.kick();
@@ -181,7 +188,10 @@ impl Drop for Pending<'_> {
 impl Log {
     /// Opens (or creates) the log in `cfg.dir`, replaying every valid record in address order
     /// into `visit`, then starts a fresh active segment and the flusher.
-    pub fn open(cfg: LogConfig, visit: impl FnMut(u64, RecordView<'_>)) -> Result<(Log, RecoveryReport), LogError> {
+    pub fn open(
+        cfg: LogConfig,
+        visit: impl FnMut(u64, RecordView<'_>),
+    ) -> Result<(Log, RecoveryReport), LogError> {
         Self::open_inner(cfg, None, visit)
     }
 
@@ -201,7 +211,8 @@ impl Log {
         mut visit: impl FnMut(u64, RecordView<'_>),
     ) -> Result<(Log, RecoveryReport), LogError> {
         cfg.segment_size = cfg.segment_size.max(4096).div_ceil(4096) * 4096;
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError::io("create data directory", &cfg.dir, e))?;
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| LogError::io("create data directory", &cfg.dir, e))?;
         let lock_path = cfg.dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -211,16 +222,20 @@ impl Log {
             .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(cfg.dir.clone())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &lock_path, e)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked(cfg.dir.clone()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io("lock", &lock_path, e));
+            }
         }
 
         let (segments, mut report) = crate::recovery::recover(&cfg, &mut visit)?;
         let writer = match writer {
             Some(w) => w,
             None => {
-                let (w, note) =
-                    make_writer(cfg.writer).map_err(|e| LogError::io("set up segment writer", &cfg.dir, e))?;
+                let (w, note) = make_writer(cfg.writer)
+                    .map_err(|e| LogError::io("set up segment writer", &cfg.dir, e))?;
                 report.writer_note = note;
                 w
             }
@@ -228,7 +243,10 @@ impl Log {
 
         let next_base = segments.last().map_or(0, |s| s.next_base());
         let active = Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?);
-        let mut table = SegTable { first_unit: 0, segs: Vec::new() };
+        let mut table = SegTable {
+            first_unit: 0,
+            segs: Vec::new(),
+        };
         for s in segments {
             table = table.with(s);
         }
@@ -261,7 +279,13 @@ impl Log {
             .spawn(move || Flusher::new(sh2, writer, active).run())
             .map_err(|e| LogError::io("start flusher thread", &sh.cfg.dir, e))?;
         let _ = sh.flusher.set(handle.thread().clone());
-        Ok((Log { sh, flusher: Mutex::new(Some(handle)) }, report))
+        Ok((
+            Log {
+                sh,
+                flusher: Mutex::new(Some(handle)),
+            },
+            report,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -279,7 +303,11 @@ impl Log {
 
     /// Appends a record: reserves space at the tail (an atomic add), writes it, and returns it
     /// pending. The caller publishes the address (e.g. by an index CAS) and then commits or aborts.
-    pub fn append<'g>(&'g self, spec: &RecordSpec<'_>, guard: &'g EpochGuard) -> Result<Pending<'g>, LogError> {
+    pub fn append<'g>(
+        &'g self,
+        spec: &RecordSpec<'_>,
+        guard: &'g EpochGuard,
+    ) -> Result<Pending<'g>, LogError> {
         if self.sh.failed.load(Ordering::Relaxed) {
             return Err(self.failure());
         }
@@ -294,10 +322,21 @@ impl Log {
         spec.encode_body(mem.reserve_mut(off + 4, len - 4));
         mem.commit_word(off).store(len as u32, Ordering::Release);
         self.sh.appended_bytes.fetch_add(padded, Ordering::Relaxed);
-        Ok(Pending { log: self, mem, off, len: len as u32, addr: seg.base + off as u64, done: false })
+        Ok(Pending {
+            log: self,
+            mem,
+            off,
+            len: len as u32,
+            addr: seg.base + off as u64,
+            done: false,
+        })
     }
 
-    fn reserve<'g>(&'g self, len: u64, guard: &'g EpochGuard) -> Result<(&'g Segment, u64), LogError> {
+    fn reserve<'g>(
+        &'g self,
+        len: u64,
+        guard: &'g EpochGuard,
+    ) -> Result<(&'g Segment, u64), LogError> {
         loop {
             let seg: &Segment = self.sh.active.load(guard);
             let off = seg.reserved.fetch_add(len, Ordering::AcqRel);
@@ -332,10 +371,15 @@ impl Log {
     ) -> Result<(&'g Segment, u64), LogError> {
         let mem = seg.mem(guard);
         if off < seg.capacity {
-            mem.commit_word(off as usize).store(END_MARK, Ordering::Release);
+            mem.commit_word(off as usize)
+                .store(END_MARK, Ordering::Release);
         }
         seg.data_end.store(off, Ordering::Release);
-        let capacity = self.sh.cfg.segment_size.max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
+        let capacity = self
+            .sh
+            .cfg
+            .segment_size
+            .max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
         let new = match Segment::create(&self.sh.cfg.dir, seg.next_base(), capacity, len) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -350,7 +394,12 @@ impl Log {
         }
         self.sh.active.replace(new.clone(), guard);
         self.kick();
-        let seg = self.sh.table.load(guard).get(new.base).expect("segment just installed");
+        let seg = self
+            .sh
+            .table
+            .load(guard)
+            .get(new.base)
+            .expect("segment just installed");
         Ok((seg, SEGMENT_HEADER_LEN))
     }
 
@@ -361,7 +410,7 @@ impl Log {
         let seg = t.get(addr)?;
         let off = (addr - seg.base) as usize;
         let mem = seg.mem(guard);
-        if off % 4 != 0 || off + 4 > mem.len() {
+        if !off.is_multiple_of(4) || off + 4 > mem.len() {
             return None;
         }
         let w = mem.commit_word(off).load(Ordering::Acquire);
@@ -412,7 +461,12 @@ impl Log {
             if self.sh.shutdown.load(Ordering::Acquire) && self.flusher.lock().unwrap().is_none() {
                 return Err(LogError::Closed);
             }
-            g = self.sh.durable_cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+            g = self
+                .sh
+                .durable_cv
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap()
+                .0;
             self.kick();
         }
     }
@@ -459,7 +513,8 @@ impl Log {
 
     /// Flushes and syncs everything, then stops the flusher. Called by drop too.
     pub fn close(&self) -> Result<(), LogError> {
-        let r = if self.flusher.lock().unwrap().is_some() && !self.sh.failed.load(Ordering::Acquire) {
+        let r = if self.flusher.lock().unwrap().is_some() && !self.sh.failed.load(Ordering::Acquire)
+        {
             self.sync()
         } else {
             Ok(())
@@ -505,12 +560,23 @@ struct Flusher {
 
 impl Flusher {
     fn new(sh: Arc<Shared>, writer: Box<dyn SegmentWriter>, cur: Arc<Segment>) -> Flusher {
-        Flusher { sh, writer, cur, off: SEGMENT_HEADER_LEN, synced: SEGMENT_HEADER_LEN, last_sync: Instant::now() }
+        Flusher {
+            sh,
+            writer,
+            cur,
+            off: SEGMENT_HEADER_LEN,
+            synced: SEGMENT_HEADER_LEN,
+            last_sync: Instant::now(),
+        }
     }
 
     fn run(mut self) {
         loop {
-            let progressed = if self.sh.failed.load(Ordering::Acquire) { false } else { self.step() };
+            let progressed = if self.sh.failed.load(Ordering::Acquire) {
+                false
+            } else {
+                self.step()
+            };
             if self.sh.shutdown.load(Ordering::Acquire) && !progressed {
                 return;
             }
@@ -568,13 +634,21 @@ impl Flusher {
             FsyncPolicy::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
             FsyncPolicy::No => false,
         };
-        let sync = p > self.synced && (due || requested || end || self.sh.shutdown.load(Ordering::Acquire));
+        let sync = p > self.synced
+            && (due || requested || end || self.sh.shutdown.load(Ordering::Acquire));
         let mut progressed = false;
         if p > self.off || sync {
             let data = mem.bytes(self.off as usize, (p - self.off) as usize);
             if let Err(e) = self.writer.write(&cur.file, self.off, data, sync) {
                 let what = if sync { "write+fdatasync" } else { "write" };
-                fail(&self.sh, format!("{what} of {} at offset {} failed: {e}", cur.path.display(), self.off));
+                fail(
+                    &self.sh,
+                    format!(
+                        "{what} of {} at offset {} failed: {e}",
+                        cur.path.display(),
+                        self.off
+                    ),
+                );
                 return false;
             }
             self.off = p;
@@ -602,7 +676,10 @@ impl Flusher {
             return false; // the sealer has not installed the next segment yet
         };
         if let Err(e) = cur.file.set_len(data_end) {
-            fail(&self.sh, format!("truncate {} to {data_end}: {e}", cur.path.display()));
+            fail(
+                &self.sh,
+                format!("truncate {} to {data_end}: {e}", cur.path.display()),
+            );
             return false;
         }
         match SegMem::map_file(&cur.file) {

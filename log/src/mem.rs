@@ -56,7 +56,10 @@ impl SegMem {
     ///
     /// Panics if `off` is not 4-aligned or `off + 4` is out of bounds.
     pub(crate) fn commit_word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len(), "commit word at {off} out of bounds");
+        assert!(
+            off.is_multiple_of(4) && off + 4 <= self.len(),
+            "commit word at {off} out of bounds"
+        );
         // SAFETY: in bounds and 4-aligned (mappings are page-aligned); the memory lives as long
         // as `self`. Commit words are only accessed atomically while others may touch them.
         // For a read-only file mapping only loads are ever made (stores happen in `Buf` only).
@@ -68,7 +71,10 @@ impl SegMem {
     /// The caller must only ask for bytes that no one writes any more (see the module invariants).
     /// Panics when out of bounds.
     pub(crate) fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len()), "bytes {off}+{len} out of bounds");
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= self.len()),
+            "bytes {off}+{len} out of bounds"
+        );
         // SAFETY: in bounds; per the module invariants these bytes are not written concurrently.
         unsafe { std::slice::from_raw_parts(self.ptr().add(off), len) }
     }
@@ -78,8 +84,14 @@ impl SegMem {
     /// The caller must own that range (it reserved it) and no one reads it before the caller
     /// publishes it with a Release store. Panics on a file mapping or out of bounds.
     pub(crate) fn write(&self, off: usize, data: &[u8]) {
-        let SegMem::Buf(m) = self else { panic!("write into a sealed segment") };
-        assert!(off.checked_add(data.len()).is_some_and(|e| e <= m.len()), "write {off}+{} out of bounds", data.len());
+        let SegMem::Buf(m) = self else {
+            panic!("write into a sealed segment")
+        };
+        assert!(
+            off.checked_add(data.len()).is_some_and(|e| e <= m.len()),
+            "write {off}+{} out of bounds",
+            data.len()
+        );
         // SAFETY: in bounds of a writable anonymous mapping; the range is exclusively reserved
         // by the caller, so no other thread reads or writes it until published.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), m.as_mut_ptr().add(off), data.len()) }
@@ -90,8 +102,13 @@ impl SegMem {
     /// Same contract as `write`: the caller owns the range until it publishes it.
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn reserve_mut(&self, off: usize, len: usize) -> &mut [u8] {
-        let SegMem::Buf(m) = self else { panic!("write into a sealed segment") };
-        assert!(off.checked_add(len).is_some_and(|e| e <= m.len()), "write {off}+{len} out of bounds");
+        let SegMem::Buf(m) = self else {
+            panic!("write into a sealed segment")
+        };
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= m.len()),
+            "write {off}+{len} out of bounds"
+        );
         // SAFETY: in bounds of a writable mapping; the caller reserved the range exclusively,
         // so this is the only reference to these bytes until the caller publishes the record.
         unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().add(off), len) }

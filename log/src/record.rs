@@ -195,7 +195,8 @@ pub enum Scanned<'a> {
 
 /// Reads the commit word at the start of `data`.
 pub fn commit_word(data: &[u8]) -> Option<u32> {
-    data.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    data.get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
 }
 
 /// Decodes and verifies the record at the start of `data` (which may extend past it).
@@ -268,7 +269,13 @@ pub fn decode_body(body: &[u8]) -> Option<RecordView<'_>> {
     };
     let key = body.get(p..p.checked_add(key_len)?)?;
     let value = &body[p + key_len..];
-    Some(RecordView { kind, keyspace, key, value, expire_at })
+    Some(RecordView {
+        kind,
+        keyspace,
+        key,
+        value,
+        expire_at,
+    })
 }
 
 #[cfg(test)]
@@ -290,7 +297,13 @@ mod tests {
 
     #[test]
     fn header_is_12_bytes_and_small_record_is_60() {
-        let spec = RecordSpec { kind: Kind::Put, keyspace: 0, key: &[7; 16], value: &[9; 32], expire_at: None };
+        let spec = RecordSpec {
+            kind: Kind::Put,
+            keyspace: 0,
+            key: &[7; 16],
+            value: &[9; 32],
+            expire_at: None,
+        };
         assert_eq!(spec.encoded_len(), 60);
         assert_eq!(spec.padded_len(), 60);
     }
@@ -298,7 +311,13 @@ mod tests {
     #[test]
     fn round_trip_wide_key_and_expiry() {
         let key = vec![1u8; 300];
-        let spec = RecordSpec { kind: Kind::Put, keyspace: 3, key: &key, value: b"v", expire_at: Some(12345) };
+        let spec = RecordSpec {
+            kind: Kind::Put,
+            keyspace: 3,
+            key: &key,
+            value: b"v",
+            expire_at: Some(12345),
+        };
         let bytes = spec.encode();
         match scan(&bytes).unwrap() {
             Scanned::Record(v, n) => {
@@ -314,13 +333,22 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_is_detected() {
-        let spec = RecordSpec { kind: Kind::Put, keyspace: 1, key: b"key", value: b"value", expire_at: Some(9) };
+        let spec = RecordSpec {
+            kind: Kind::Put,
+            keyspace: 1,
+            key: b"key",
+            value: b"value",
+            expire_at: Some(9),
+        };
         let bytes = spec.encode();
         for i in 4..spec.encoded_len() {
             for bit in 0..8 {
                 let mut b = bytes.clone();
                 b[i] ^= 1 << bit;
-                assert!(scan(&b).is_err(), "flip at byte {i} bit {bit} went unnoticed");
+                assert!(
+                    scan(&b).is_err(),
+                    "flip at byte {i} bit {bit} went unnoticed"
+                );
             }
         }
     }

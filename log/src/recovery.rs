@@ -11,11 +11,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::LogError;
 use crate::log::{LogConfig, RecoveryReport};
 use crate::mem::SegMem;
 use crate::record::{self, DecodeError, RecordView, Scanned};
 use crate::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, parse_segment_file_name};
-use crate::LogError;
 
 /// Segment files in `dir`, sorted by base address.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
@@ -53,28 +53,48 @@ struct Opened {
 }
 
 fn open_segment(base: u64, path: &Path) -> Result<Result<Opened, String>, LogError> {
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| LogError::io("open segment", path, e))?;
-    let file_len = file.metadata().map_err(|e| LogError::io("stat segment", path, e))?.len();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| LogError::io("open segment", path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| LogError::io("stat segment", path, e))?
+        .len();
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     if file_len < SEGMENT_HEADER_LEN {
         return Ok(Err("file shorter than a segment header".into()));
     }
-    file.read_exact_at(&mut h, 0).map_err(|e| LogError::io("read segment header", path, e))?;
+    file.read_exact_at(&mut h, 0)
+        .map_err(|e| LogError::io("read segment header", path, e))?;
     let header = match SegmentHeader::decode(&h) {
         Ok(h) => h,
         Err(e) => return Ok(Err(e)),
     };
     if header.base != base {
-        return Ok(Err(format!("header says base {:#x}, file name says {base:#x}", header.base)));
+        return Ok(Err(format!(
+            "header says base {:#x}, file name says {base:#x}",
+            header.base
+        )));
     }
     let mem = SegMem::map_file(&file).map_err(|e| LogError::io("map segment", path, e))?;
-    Ok(Ok(Opened { path: path.to_path_buf(), file, header, mem, file_len }))
+    Ok(Ok(Opened {
+        path: path.to_path_buf(),
+        file,
+        header,
+        mem,
+        file_len,
+    }))
 }
 
 /// Whether the segment's first record is valid (used to tell a torn tail from corruption).
 fn starts_with_valid_record(o: &Opened) -> bool {
     let data = o.mem.bytes(0, o.file_len as usize);
-    matches!(record::scan(&data[SEGMENT_HEADER_LEN as usize..]), Ok(Scanned::Record(..)))
+    matches!(
+        record::scan(&data[SEGMENT_HEADER_LEN as usize..]),
+        Ok(Scanned::Record(..))
+    )
 }
 
 pub(crate) fn recover(
@@ -92,12 +112,17 @@ pub(crate) fn recover(
                 // (the header is written before any record, and synced with the first one).
                 let trailing = files[i + 1..].is_empty();
                 if trailing {
-                    std::fs::remove_file(path).map_err(|e| LogError::io("remove empty segment", path, e))?;
+                    std::fs::remove_file(path)
+                        .map_err(|e| LogError::io("remove empty segment", path, e))?;
                     report.removed_files.push(path.clone());
                 } else if cfg.recover_corrupt {
                     report.skipped.push((path.clone(), 0, why));
                 } else {
-                    return Err(LogError::Corrupt { path: path.clone(), offset: 0, why });
+                    return Err(LogError::Corrupt {
+                        path: path.clone(),
+                        offset: 0,
+                        why,
+                    });
                 }
             }
         }
@@ -136,9 +161,15 @@ pub(crate) fn recover(
                             break;
                         }
                         if !cfg.recover_corrupt {
-                            return Err(LogError::Corrupt { path: o.path.clone(), offset: p as u64, why: e.to_string() });
+                            return Err(LogError::Corrupt {
+                                path: o.path.clone(),
+                                offset: p as u64,
+                                why: e.to_string(),
+                            });
                         }
-                        report.skipped.push((o.path.clone(), p as u64, e.to_string()));
+                        report
+                            .skipped
+                            .push((o.path.clone(), p as u64, e.to_string()));
                         match later_in_file {
                             Some(q) => p = q,
                             None => {
@@ -158,7 +189,9 @@ pub(crate) fn recover(
         let o = &opened[i];
         if o.file_len != data_end as u64 {
             // Preallocated space or a cut tail: make the file end where its data ends.
-            o.file.set_len(data_end as u64).map_err(|e| LogError::io("truncate segment", &o.path, e))?;
+            o.file
+                .set_len(data_end as u64)
+                .map_err(|e| LogError::io("truncate segment", &o.path, e))?;
         }
         if stop_after.is_some() {
             break;
@@ -166,21 +199,34 @@ pub(crate) fn recover(
     }
     let keep = stop_after.map_or(opened.len(), |i| i + 1);
     for o in opened.drain(keep..) {
-        std::fs::remove_file(&o.path).map_err(|e| LogError::io("remove segment after torn tail", &o.path, e))?;
+        std::fs::remove_file(&o.path)
+            .map_err(|e| LogError::io("remove segment after torn tail", &o.path, e))?;
         report.removed_files.push(o.path);
     }
     for o in opened {
-        if o.file.metadata().map_err(|e| LogError::io("stat segment", &o.path, e))?.len() == SEGMENT_HEADER_LEN {
+        if o.file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", &o.path, e))?
+            .len()
+            == SEGMENT_HEADER_LEN
+        {
             // No record was ever written here (e.g. the fresh segment of a run that wrote nothing).
             drop(o.mem);
-            std::fs::remove_file(&o.path).map_err(|e| LogError::io("remove empty segment", &o.path, e))?;
+            std::fs::remove_file(&o.path)
+                .map_err(|e| LogError::io("remove empty segment", &o.path, e))?;
             report.removed_files.push(o.path);
             continue;
         }
-        let data_end = o.file.metadata().map_err(|e| LogError::io("stat segment", &o.path, e))?.len();
+        let data_end = o
+            .file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", &o.path, e))?
+            .len();
         drop(o.mem);
         let mem = SegMem::map_file(&o.file).map_err(|e| LogError::io("map segment", &o.path, e))?;
-        segments.push(Arc::new(Segment::sealed(o.path, o.file, o.header, data_end, mem)));
+        segments.push(Arc::new(Segment::sealed(
+            o.path, o.file, o.header, data_end, mem,
+        )));
     }
     report.segments = segments.len();
     Ok((segments, report))

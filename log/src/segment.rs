@@ -74,7 +74,11 @@ impl SegmentHeader {
             return Err(format!("unsupported segment header length {hl}"));
         }
         let u = |r: std::ops::Range<usize>| u64::from_le_bytes(h[r].try_into().unwrap());
-        Ok(SegmentHeader { base: u(16..24), capacity: u(24..32), created_ms: u(32..40) })
+        Ok(SegmentHeader {
+            base: u(16..24),
+            capacity: u(24..32),
+            created_ms: u(32..40),
+        })
     }
 }
 
@@ -93,7 +97,10 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub(crate) struct Segment {
@@ -111,7 +118,12 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates a new segment file with its header and an in-memory write buffer.
     /// `first` bytes after the header are pre-reserved for the creator.
-    pub(crate) fn create(dir: &Path, base: u64, capacity: u64, first: u64) -> Result<Segment, LogError> {
+    pub(crate) fn create(
+        dir: &Path,
+        base: u64,
+        capacity: u64,
+        first: u64,
+    ) -> Result<Segment, LogError> {
         let path = dir.join(segment_file_name(base));
         let file = OpenOptions::new()
             .read(true)
@@ -119,13 +131,19 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| LogError::io("create segment", &path, e))?;
-        let header = SegmentHeader { base, capacity, created_ms: now_ms() }.encode();
+        let header = SegmentHeader {
+            base,
+            capacity,
+            created_ms: now_ms(),
+        }
+        .encode();
         // Reserve the blocks up front so later data syncs need no metadata update and a full
         // disk shows up here, not in the middle of a flush.
         allocate(&file, capacity).map_err(|e| LogError::io("allocate segment", &path, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
             .map_err(|e| LogError::io("write segment header", &path, e))?;
-        let mem = SegMem::anon(capacity as usize).map_err(|e| LogError::io("allocate segment buffer", &path, e))?;
+        let mem = SegMem::anon(capacity as usize)
+            .map_err(|e| LogError::io("allocate segment buffer", &path, e))?;
         mem.write(0, &header);
         Ok(Segment {
             base,
@@ -139,7 +157,13 @@ impl Segment {
     }
 
     /// A sealed segment found at recovery, mapped read-only; its data ends at `data_end`.
-    pub(crate) fn sealed(path: PathBuf, file: File, header: SegmentHeader, data_end: u64, mem: SegMem) -> Segment {
+    pub(crate) fn sealed(
+        path: PathBuf,
+        file: File,
+        header: SegmentHeader,
+        data_end: u64,
+        mem: SegMem,
+    ) -> Segment {
         Segment {
             base: header.base,
             capacity: header.capacity,
@@ -174,7 +198,14 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     match crate::sys::fallocate(file, len) {
         Ok(()) => Ok(()),
         // Filesystems without fallocate: just set the length.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)) => file.set_len(len),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+            ) =>
+        {
+            file.set_len(len)
+        }
         Err(e) => Err(e),
     }
 }

@@ -24,9 +24,16 @@ impl UringWriter {
         let mut ring = IoUring::new(8)?;
         let nop = opcode::Nop::new().build().user_data(0);
         // SAFETY: a NOP references no memory.
-        unsafe { ring.submission().push(&nop).map_err(|_| io::Error::other("submission queue full"))? };
+        unsafe {
+            ring.submission()
+                .push(&nop)
+                .map_err(|_| io::Error::other("submission queue full"))?
+        };
         ring.submit_and_wait(1)?;
-        let cqe = ring.completion().next().ok_or_else(|| io::Error::other("no completion for NOP"))?;
+        let cqe = ring
+            .completion()
+            .next()
+            .ok_or_else(|| io::Error::other("no completion for NOP"))?;
         if cqe.result() < 0 {
             return Err(io::Error::from_raw_os_error(-cqe.result()));
         }
@@ -70,7 +77,13 @@ impl SegmentWriter for UringWriter {
         "io_uring"
     }
 
-    fn write(&mut self, file: &File, mut offset: u64, mut data: &[u8], sync: bool) -> io::Result<()> {
+    fn write(
+        &mut self,
+        file: &File,
+        mut offset: u64,
+        mut data: &[u8],
+        sync: bool,
+    ) -> io::Result<()> {
         if data.is_empty() {
             return if sync { self.sync(file) } else { Ok(()) };
         }
@@ -85,20 +98,35 @@ impl SegmentWriter for UringWriter {
             let with_sync = sync && last;
             {
                 let mut sq = self.ring.submission();
-                let write = if with_sync { write.flags(squeue::Flags::IO_LINK) } else { write };
+                let write = if with_sync {
+                    write.flags(squeue::Flags::IO_LINK)
+                } else {
+                    write
+                };
                 // SAFETY: `chunk` and `file` outlive the operation: `run` below waits for its
                 // completion before this function returns, and the ring is only used here.
-                unsafe { sq.push(&write).map_err(|_| io::Error::other("submission queue full"))? };
+                unsafe {
+                    sq.push(&write)
+                        .map_err(|_| io::Error::other("submission queue full"))?
+                };
                 if with_sync {
-                    let fsync =
-                        opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC_TAG);
+                    let fsync = opcode::Fsync::new(fd)
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build()
+                        .user_data(SYNC_TAG);
                     // SAFETY: the fsync references only the descriptor, which outlives the call.
-                    unsafe { sq.push(&fsync).map_err(|_| io::Error::other("submission queue full"))? };
+                    unsafe {
+                        sq.push(&fsync)
+                            .map_err(|_| io::Error::other("submission queue full"))?
+                    };
                 }
             }
             let n = self.run(if with_sync { 2 } else { 1 })?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote 0 bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "io_uring write wrote 0 bytes",
+                ));
             }
             if n < chunk.len() && with_sync {
                 // Short write: the linked fsync ran on a partial write. Finish, then sync again.
@@ -115,9 +143,17 @@ impl SegmentWriter for UringWriter {
 
     fn sync(&mut self, file: &File) -> io::Result<()> {
         let fd = types::Fd(file.as_raw_fd());
-        let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC_TAG);
+        let fsync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(SYNC_TAG);
         // SAFETY: the fsync references only the descriptor, which outlives the call (we wait).
-        unsafe { self.ring.submission().push(&fsync).map_err(|_| io::Error::other("submission queue full"))? };
+        unsafe {
+            self.ring
+                .submission()
+                .push(&fsync)
+                .map_err(|_| io::Error::other("submission queue full"))?
+        };
         self.run(1).map(|_| ())
     }
 }

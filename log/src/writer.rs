@@ -46,7 +46,10 @@ pub fn make_writer(kind: WriterKind) -> io::Result<(Box<dyn SegmentWriter>, Opti
         WriterKind::Uring => Ok((Box::new(crate::uring::UringWriter::new()?), None)),
         WriterKind::Auto => match crate::uring::UringWriter::new() {
             Ok(w) => Ok((Box::new(w), None)),
-            Err(e) => Ok((Box::new(PwriteWriter), Some(format!("io_uring unavailable ({e}); using pwrite")))),
+            Err(e) => Ok((
+                Box::new(PwriteWriter),
+                Some(format!("io_uring unavailable ({e}); using pwrite")),
+            )),
         },
     }
 }

@@ -4,11 +4,14 @@
 mod common;
 use common::*;
 use segkv_log::segment::{UNIT_SHIFT, segment_file_name};
-use segkv_log::{FsyncPolicy, LogError, RecordSpec, Kind};
+use segkv_log::{FsyncPolicy, Kind, LogError, RecordSpec};
 use std::path::Path;
 
 fn spec(i: u32) -> (Vec<u8>, Vec<u8>) {
-    (format!("key-{i}").into_bytes(), vec![b'a' + (i % 26) as u8; (i as usize * 7) % 61])
+    (
+        format!("key-{i}").into_bytes(),
+        vec![b'a' + (i % 26) as u8; (i as usize * 7) % 61],
+    )
 }
 
 /// Writes `n` records, syncs, closes; returns (addr, encoded_len) of each.
@@ -18,7 +21,14 @@ fn write_log(dir: &Path, w: segkv_log::WriterKind, n: u32) -> Vec<(u64, usize)> 
     for i in 0..n {
         let (k, v) = spec(i);
         let a = put(&log, &k, &v);
-        let len = RecordSpec { kind: Kind::Put, keyspace: 0, key: &k, value: &v, expire_at: None }.encoded_len();
+        let len = RecordSpec {
+            kind: Kind::Put,
+            keyspace: 0,
+            key: &k,
+            value: &v,
+            expire_at: None,
+        }
+        .encoded_len();
         out.push((a, len));
     }
     log.sync().unwrap();
@@ -43,17 +53,26 @@ fn recovery_keeps_every_complete_record_at_every_cut_of_the_tail() {
             .filter(|(_, (a, _))| *a >> UNIT_SHIFT << UNIT_SHIFT == base)
             .map(|(i, (a, l))| (i, a - base, *l))
             .collect();
-        assert!(in_last.len() >= 3, "need several records in the last segment");
+        assert!(
+            in_last.len() >= 3,
+            "need several records in the last segment"
+        );
         let from = in_last[in_last.len() - 3].1;
         let (last_i, last_off, last_len) = *in_last.last().unwrap();
         let end = last_off + last_len as u64;
         for cut in from..=end {
             let d = copy_dir(src.path());
-            let f = std::fs::OpenOptions::new().write(true).open(seg_path(d.path(), last_addr)).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(seg_path(d.path(), last_addr))
+                .unwrap();
             f.set_len(cut).unwrap();
             drop(f);
             let (_log, got, rep) = open(cfg(d.path(), w, 4096, FsyncPolicy::No)).unwrap();
-            let complete = in_last.iter().filter(|(_, off, len)| off + *len as u64 <= cut).count();
+            let complete = in_last
+                .iter()
+                .filter(|(_, off, len)| off + *len as u64 <= cut)
+                .count();
             let want = recs.len() - in_last.len() + complete;
             assert_eq!(got.len(), want, "cut at {cut}: {rep:?}");
             for (i, r) in got.iter().enumerate() {
@@ -104,7 +123,9 @@ fn a_bad_record_in_the_middle_is_an_error_naming_file_and_offset() {
     bytes[off as usize + 14] ^= 0x40; // inside the key
     std::fs::write(&path, &bytes).unwrap();
     match open(cfg(src.path(), WRITERS[0], 4096, FsyncPolicy::No)) {
-        Err(LogError::Corrupt { path: p, offset, .. }) => {
+        Err(LogError::Corrupt {
+            path: p, offset, ..
+        }) => {
             assert_eq!(p, path);
             assert_eq!(offset, off);
         }
@@ -128,9 +149,15 @@ fn the_checked_in_v1_segment_still_reads() {
     let want = fixture_records();
     assert_eq!(got.len(), want.len());
     for (r, (kind, ks, k, v, t)) in got.iter().zip(want) {
-        assert_eq!((r.kind, r.ks, &r.key[..], &r.value[..], r.expire_at), (kind, ks, &k[..], &v[..], t));
+        assert_eq!(
+            (r.kind, r.ks, &r.key[..], &r.value[..], r.expire_at),
+            (kind, ks, &k[..], &v[..], t)
+        );
     }
-    assert_eq!(got[0].addr, 64, "first record right after the 64-byte segment header");
+    assert_eq!(
+        got[0].addr, 64,
+        "first record right after the 64-byte segment header"
+    );
 }
 
 #[test]
@@ -148,7 +175,13 @@ type FixtureRec = (Kind, u8, Vec<u8>, Vec<u8>, Option<u64>);
 fn fixture_records() -> Vec<FixtureRec> {
     vec![
         (Kind::Put, 0, b"hello".to_vec(), b"world".to_vec(), None),
-        (Kind::Put, 3, b"ttl".to_vec(), b"value with expiry".to_vec(), Some(4_102_444_800_000)),
+        (
+            Kind::Put,
+            3,
+            b"ttl".to_vec(),
+            b"value with expiry".to_vec(),
+            Some(4_102_444_800_000),
+        ),
         (Kind::Put, 0, vec![b'k'; 300], b"wide key".to_vec(), None),
         (Kind::Delete, 0, b"hello".to_vec(), Vec::new(), None),
         (Kind::FlushKeyspace, 5, Vec::new(), Vec::new(), None),
@@ -167,7 +200,18 @@ fn regenerate_fixtures() {
         let (log, _, _) = open(cfg(d.path(), WRITERS[0], 4096, FsyncPolicy::Always)).unwrap();
         let g = segkv_log::epoch::pin();
         for (kind, ks, k, v, t) in fixture_records() {
-            log.append(&RecordSpec { kind, keyspace: ks, key: &k, value: &v, expire_at: t }, &g).unwrap().commit();
+            log.append(
+                &RecordSpec {
+                    kind,
+                    keyspace: ks,
+                    key: &k,
+                    value: &v,
+                    expire_at: t,
+                },
+                &g,
+            )
+            .unwrap()
+            .commit();
         }
         drop(g);
         log.sync().unwrap();

@@ -40,22 +40,44 @@ fn libc_eio() -> i32 {
 fn a_failed_fsync_refuses_further_writes_and_acknowledges_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
     let broken = Arc::new(AtomicBool::new(false));
-    let w = Box::new(FailingSync { inner: PwriteWriter, broken: broken.clone() });
-    let (log, _) = Log::open_with_writer(cfg(dir.path(), WRITERS[0], 1 << 20, FsyncPolicy::Always), w, |_, _| {}).unwrap();
+    let w = Box::new(FailingSync {
+        inner: PwriteWriter,
+        broken: broken.clone(),
+    });
+    let (log, _) = Log::open_with_writer(
+        cfg(dir.path(), WRITERS[0], 1 << 20, FsyncPolicy::Always),
+        w,
+        |_, _| {},
+    )
+    .unwrap();
     let a = put(&log, b"durable", b"1");
     log.wait_durable(log.tail_addr()).unwrap();
     broken.store(true, Ordering::SeqCst);
     let b = put(&log, b"not-durable", b"2");
     let durable_before = log.durable_addr();
     match log.wait_durable(log.tail_addr()) {
-        Err(LogError::Failed(why)) => assert!(why.contains("fdatasync") && why.contains(".seg"), "{why}"),
+        Err(LogError::Failed(why)) => {
+            assert!(why.contains("fdatasync") && why.contains(".seg"), "{why}")
+        }
         other => panic!("expected Failed, got {other:?}"),
     }
-    assert!(log.durable_addr() <= b, "the record after the failure is never reported durable");
+    assert!(
+        log.durable_addr() <= b,
+        "the record after the failure is never reported durable"
+    );
     assert_eq!(log.durable_addr(), durable_before);
     let g = pin();
     assert!(matches!(
-        log.append(&RecordSpec { kind: Kind::Put, keyspace: 0, key: b"k", value: b"v", expire_at: None }, &g),
+        log.append(
+            &RecordSpec {
+                kind: Kind::Put,
+                keyspace: 0,
+                key: b"k",
+                value: b"v",
+                expire_at: None
+            },
+            &g
+        ),
         Err(LogError::Failed(_))
     ));
     assert_eq!(log.read(a, &g).unwrap().key, b"durable", "reads go on");

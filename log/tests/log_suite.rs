@@ -14,14 +14,21 @@ fn appended_records_are_readable_at_once_and_after_reopen() {
         assert!(recs.is_empty());
         let mut addrs = Vec::new();
         for i in 0..1000u32 {
-            let a = put(&log, format!("key{i}").as_bytes(), &i.to_le_bytes().repeat(i as usize % 20));
+            let a = put(
+                &log,
+                format!("key{i}").as_bytes(),
+                &i.to_le_bytes().repeat(i as usize % 20),
+            );
             let g = pin();
             let v = log.read(a, &g).unwrap();
             assert_eq!(v.key, format!("key{i}").as_bytes());
             addrs.push(a);
         }
         assert!(addrs.windows(2).all(|w| w[0] < w[1]), "addresses grow");
-        assert!(log.segment_count() > 1, "16 KiB segments must have rolled over");
+        assert!(
+            log.segment_count() > 1,
+            "16 KiB segments must have rolled over"
+        );
         drop(log);
         let (_log, recs, rep) = open(cfg(dir.path(), w, 16 << 10, FsyncPolicy::EverySec)).unwrap();
         assert_eq!(recs.len(), 1000, "{w:?}");
@@ -61,11 +68,29 @@ fn aborted_records_are_skipped_by_recovery() {
         {
             let g = pin();
             let p = log
-                .append(&RecordSpec { kind: Kind::Put, keyspace: 0, key: b"b", value: b"2", expire_at: None }, &g)
+                .append(
+                    &RecordSpec {
+                        kind: Kind::Put,
+                        keyspace: 0,
+                        key: b"b",
+                        value: b"2",
+                        expire_at: None,
+                    },
+                    &g,
+                )
                 .unwrap();
             p.abort();
             let p2 = log
-                .append(&RecordSpec { kind: Kind::Put, keyspace: 0, key: b"c", value: b"3", expire_at: None }, &g)
+                .append(
+                    &RecordSpec {
+                        kind: Kind::Put,
+                        keyspace: 0,
+                        key: b"c",
+                        value: b"3",
+                        expire_at: None,
+                    },
+                    &g,
+                )
                 .unwrap();
             drop(p2); // dropped without commit: invalid too
         }
@@ -107,7 +132,10 @@ fn concurrent_appenders_lose_nothing_across_segments() {
         for r in &recs {
             let t = r.key[0] as usize;
             let i = u32::from_le_bytes(r.key[1..5].try_into().unwrap());
-            assert_eq!(i, per_thread[t], "each writer's records recover in its own order");
+            assert_eq!(
+                i, per_thread[t],
+                "each writer's records recover in its own order"
+            );
             assert_eq!(r.value, vec![t as u8; (i % 97) as usize]);
             per_thread[t] += 1;
         }

@@ -17,7 +17,13 @@ pub struct Rec {
 }
 
 pub fn cfg(dir: &Path, writer: WriterKind, seg: u64, fsync: FsyncPolicy) -> LogConfig {
-    LogConfig { dir: dir.to_path_buf(), segment_size: seg, fsync, writer, recover_corrupt: false }
+    LogConfig {
+        dir: dir.to_path_buf(),
+        segment_size: seg,
+        fsync,
+        writer,
+        recover_corrupt: false,
+    }
 }
 
 pub fn open(c: LogConfig) -> Result<(Log, Vec<Rec>, RecoveryReport), segkv_log::LogError> {
@@ -39,7 +45,16 @@ pub fn open(c: LogConfig) -> Result<(Log, Vec<Rec>, RecoveryReport), segkv_log::
 pub fn put(log: &Log, key: &[u8], value: &[u8]) -> u64 {
     let g = pin();
     let p = log
-        .append(&RecordSpec { kind: Kind::Put, keyspace: 0, key, value, expire_at: None }, &g)
+        .append(
+            &RecordSpec {
+                kind: Kind::Put,
+                keyspace: 0,
+                key,
+                value,
+                expire_at: None,
+            },
+            &g,
+        )
         .unwrap();
     let a = p.addr();
     p.commit();
