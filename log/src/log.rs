@@ -243,6 +243,7 @@ impl Log {
 
         let next_base = segments.last().map_or(0, |s| s.next_base());
         let active = Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?);
+        sync_dir(&cfg.dir).map_err(|e| LogError::io("fsync data directory", &cfg.dir, e))?;
         let mut table = SegTable {
             first_unit: 0,
             segs: Vec::new(),
@@ -534,6 +535,11 @@ impl Drop for Log {
     }
 }
 
+/// fsync of a directory, so the files created in it survive a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn fail(sh: &Shared, why: String) {
     let mut f = sh.failure.lock().unwrap();
     if f.is_none() {
@@ -583,7 +589,8 @@ impl Flusher {
             if !progressed {
                 self.sh.flusher_idle.store(true, Ordering::Release);
                 // Re-check after announcing idleness, so a kick in between is not lost.
-                if !self.has_work() {
+                let failed = self.sh.failed.load(Ordering::Acquire);
+                if failed || !self.has_work() {
                     let nap = match self.sh.cfg.fsync {
                         FsyncPolicy::Always => Duration::from_millis(5),
                         _ => Duration::from_millis(2),
@@ -688,6 +695,12 @@ impl Flusher {
                 fail(&self.sh, format!("map {}: {e}", cur.path.display()));
                 return false;
             }
+        }
+        // The next segment's file must survive a crash before anything in it is reported
+        // durable: sync the directory entry that names it.
+        if let Err(e) = sync_dir(&self.sh.cfg.dir) {
+            fail(&self.sh, format!("fsync of directory {}: {e}", self.sh.cfg.dir.display()));
+            return false;
         }
         self.cur = next;
         self.off = SEGMENT_HEADER_LEN;
