@@ -59,10 +59,22 @@ const POLICIES: &[&str] = &[
 
 macro_rules! def {
     ($name:expr, $kind:expr, $default:expr, $mutable:expr) => {
-        Def { name: $name, alias: None, kind: $kind, default: $default, mutable: $mutable }
+        Def {
+            name: $name,
+            alias: None,
+            kind: $kind,
+            default: $default,
+            mutable: $mutable,
+        }
     };
     ($name:expr, $alias:expr, $kind:expr, $default:expr, $mutable:expr) => {
-        Def { name: $name, alias: Some($alias), kind: $kind, default: $default, mutable: $mutable }
+        Def {
+            name: $name,
+            alias: Some($alias),
+            kind: $kind,
+            default: $default,
+            mutable: $mutable,
+        }
     };
 }
 
@@ -73,13 +85,23 @@ static DEFS: &[Def] = &[
     def!("port", Kind::Int(0, 65535), "6379", false),
     def!("dir", Kind::Str, "./data", false),
     def!("databases", Kind::Int(1, 16), "16", false),
-    def!("appendfsync", Kind::Enum(&["always", "everysec", "no"]), "everysec", false),
+    def!(
+        "appendfsync",
+        Kind::Enum(&["always", "everysec", "no"]),
+        "everysec",
+        false
+    ),
     def!("appendonly", Kind::Bool, "no", true),
     def!("appendfilename", Kind::Str, "appendonly.aof", false),
     def!("appenddirname", Kind::Str, "appendonlydir", false),
     def!("threads", Kind::Int(1, 1024), "0", false),
     def!("io-threads", Kind::Int(1, 128), "1", false),
-    def!("segment-size", Kind::Mem(1 << 20, 1 << 40), "67108864", false),
+    def!(
+        "segment-size",
+        Kind::Mem(1 << 20, 1 << 40),
+        "67108864",
+        false
+    ),
     def!("maxclients", Kind::Int(1, I32), "10000", true),
     def!("maxmemory", Kind::Mem(0, i64::MAX), "0", true),
     def!("maxmemory-policy", Kind::Enum(POLICIES), "noeviction", true),
@@ -87,8 +109,18 @@ static DEFS: &[Def] = &[
     def!("maxmemory-eviction-tenacity", Kind::Int(0, 100), "10", true),
     def!("maxmemory-clients", Kind::Mem(0, i64::MAX), "0", true),
     def!("replicaof", "slaveof", Kind::ReplicaOf, "", false),
-    def!("proto-max-bulk-len", Kind::Mem(1024 * 1024, i64::MAX), "536870912", true),
-    def!("client-query-buffer-limit", Kind::Mem(1024 * 1024, i64::MAX), "1073741824", true),
+    def!(
+        "proto-max-bulk-len",
+        Kind::Mem(1024 * 1024, i64::MAX),
+        "536870912",
+        true
+    ),
+    def!(
+        "client-query-buffer-limit",
+        Kind::Mem(1024 * 1024, i64::MAX),
+        "1073741824",
+        true
+    ),
     def!(
         "client-output-buffer-limit",
         Kind::OutputLimit,
@@ -99,7 +131,12 @@ static DEFS: &[Def] = &[
     def!("tcp-keepalive", Kind::Int(0, I32), "300", true),
     def!("tcp-backlog", Kind::Int(0, I32), "511", false),
     def!("save", Kind::Save, "", true),
-    def!("loglevel", Kind::Enum(&["debug", "verbose", "notice", "warning"]), "notice", true),
+    def!(
+        "loglevel",
+        Kind::Enum(&["debug", "verbose", "notice", "warning"]),
+        "notice",
+        true
+    ),
     def!("logfile", Kind::Str, "", false),
     def!("pidfile", Kind::Str, "", false),
     def!("daemonize", Kind::Bool, "no", false),
@@ -111,30 +148,58 @@ static DEFS: &[Def] = &[
     def!("lazyfree-lazy-server-del", Kind::Bool, "no", true),
     def!("lazyfree-lazy-user-del", Kind::Bool, "no", true),
     def!("lazyfree-lazy-user-flush", Kind::Bool, "no", true),
-    def!("replica-read-only", "slave-read-only", Kind::Bool, "yes", true),
-    def!("replica-serve-stale-data", "slave-serve-stale-data", Kind::Bool, "yes", true),
+    def!(
+        "replica-read-only",
+        "slave-read-only",
+        Kind::Bool,
+        "yes",
+        true
+    ),
+    def!(
+        "replica-serve-stale-data",
+        "slave-serve-stale-data",
+        Kind::Bool,
+        "yes",
+        true
+    ),
     def!("stop-writes-on-bgsave-error", Kind::Bool, "yes", true),
     def!("rdbcompression", Kind::Bool, "yes", true),
     def!("rdbchecksum", Kind::Bool, "yes", true),
     def!("dbfilename", Kind::Str, "dump.rdb", true),
     def!("latency-tracking", Kind::Bool, "yes", true),
-    def!("slowlog-log-slower-than", Kind::Int(-1, i64::MAX), "10000", true),
+    def!(
+        "slowlog-log-slower-than",
+        Kind::Int(-1, i64::MAX),
+        "10000",
+        true
+    ),
     def!("slowlog-max-len", Kind::Int(0, i64::MAX), "128", true),
     def!("always-show-logo", Kind::Bool, "no", false),
     def!("set-proc-title", Kind::Bool, "yes", false),
-    def!("supervised", Kind::Enum(&["upstart", "systemd", "auto", "no"]), "no", false),
+    def!(
+        "supervised",
+        Kind::Enum(&["upstart", "systemd", "auto", "no"]),
+        "no",
+        false
+    ),
     def!("activerehashing", Kind::Bool, "yes", true),
     def!("active-expire-effort", Kind::Int(1, 10), "1", true),
     def!("lfu-log-factor", Kind::Int(0, I32), "10", true),
     def!("lfu-decay-time", Kind::Int(0, I32), "1", true),
     def!("recover-corrupt", Kind::Bool, "no", false),
     // Redis defaults to "no"; segkv allows DEBUG (SLEEP) from loopback connections.
-    def!("enable-debug-command", Kind::Enum(&["no", "yes", "local"]), "local", false),
+    def!(
+        "enable-debug-command",
+        Kind::Enum(&["no", "yes", "local"]),
+        "local",
+        false
+    ),
 ];
 
 fn def(name: &str) -> Option<&'static Def> {
     let lower = name.to_ascii_lowercase();
-    DEFS.iter().find(|d| d.name == lower || d.alias == Some(lower.as_str()))
+    DEFS.iter()
+        .find(|d| d.name == lower || d.alias == Some(lower.as_str()))
 }
 
 /// Redis's `memtoull`: a number with an optional unit (k kb m mb g gb, any case).
@@ -181,14 +246,19 @@ fn canonical(d: &Def, args: &[String]) -> Result<String, BadValue> {
                 .parse()
                 .map_err(|_| BadValue("argument couldn't be parsed into an integer".into()))?;
             if v < min || v > max {
-                return Err(BadValue(format!("argument must be between {min} and {max} inclusive")));
+                return Err(BadValue(format!(
+                    "argument must be between {min} and {max} inclusive"
+                )));
             }
             Ok(v.to_string())
         }
         Kind::Mem(min, max) => {
-            let v = parse_memory(one()?).ok_or_else(|| BadValue("argument must be a memory value".into()))?;
+            let v = parse_memory(one()?)
+                .ok_or_else(|| BadValue("argument must be a memory value".into()))?;
             if v < min || v > max {
-                return Err(BadValue(format!("argument must be between {min} and {max} inclusive")));
+                return Err(BadValue(format!(
+                    "argument must be between {min} and {max} inclusive"
+                )));
             }
             Ok(v.to_string())
         }
@@ -197,21 +267,26 @@ fn canonical(d: &Def, args: &[String]) -> Result<String, BadValue> {
             if names.contains(&v.as_str()) {
                 Ok(v)
             } else {
-                Err(BadValue(format!("argument(s) must be one of the following: {}", names.join(", "))))
+                Err(BadValue(format!(
+                    "argument(s) must be one of the following: {}",
+                    names.join(", ")
+                )))
             }
         }
         Kind::Str => Ok(args.join(" ")),
         Kind::Save => {
             let words: Vec<&str> = args.iter().flat_map(|a| a.split_whitespace()).collect();
-            if words.len() % 2 != 0 || words.iter().any(|w| w.parse::<u64>().is_err()) {
+            if !words.len().is_multiple_of(2) || words.iter().any(|w| w.parse::<u64>().is_err()) {
                 return Err(BadValue("Invalid save parameters".into()));
             }
             Ok(words.join(" "))
         }
         Kind::OutputLimit => {
             let words: Vec<&str> = args.iter().flat_map(|a| a.split_whitespace()).collect();
-            if words.is_empty() || words.len() % 4 != 0 {
-                return Err(BadValue("Wrong number of arguments in buffer limit configuration.".into()));
+            if words.is_empty() || !words.len().is_multiple_of(4) {
+                return Err(BadValue(
+                    "Wrong number of arguments in buffer limit configuration.".into(),
+                ));
             }
             let mut limits = parse_output_limits(DEFS_OUTPUT_DEFAULT).unwrap_or_default();
             for chunk in words.chunks(4) {
@@ -219,7 +294,11 @@ fn canonical(d: &Def, args: &[String]) -> Result<String, BadValue> {
                     "normal" => 0,
                     "slave" | "replica" => 1,
                     "pubsub" => 2,
-                    _ => return Err(BadValue("Invalid client class specified in buffer limit configuration.".into())),
+                    _ => {
+                        return Err(BadValue(
+                            "Invalid client class specified in buffer limit configuration.".into(),
+                        ));
+                    }
                 };
                 let hard = parse_memory(chunk[1]);
                 let soft = parse_memory(chunk[2]);
@@ -232,9 +311,12 @@ fn canonical(d: &Def, args: &[String]) -> Result<String, BadValue> {
             Ok(format_output_limits(&limits))
         }
         Kind::ReplicaOf => match args {
-            [h, p] if h.eq_ignore_ascii_case("no") && p.eq_ignore_ascii_case("one") => Ok(String::new()),
+            [h, p] if h.eq_ignore_ascii_case("no") && p.eq_ignore_ascii_case("one") => {
+                Ok(String::new())
+            }
             [h, p] => {
-                p.parse::<u16>().map_err(|_| BadValue("Invalid master port".into()))?;
+                p.parse::<u16>()
+                    .map_err(|_| BadValue("Invalid master port".into()))?;
                 Ok(format!("{h} {p}"))
             }
             _ => Err(BadValue("wrong number of arguments".into())),
@@ -242,7 +324,8 @@ fn canonical(d: &Def, args: &[String]) -> Result<String, BadValue> {
     }
 }
 
-const DEFS_OUTPUT_DEFAULT: &str = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
+const DEFS_OUTPUT_DEFAULT: &str =
+    "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
 
 /// Output buffer limits per class (normal, replica, pubsub): (hard bytes, soft bytes, soft seconds).
 pub type OutputLimits = [(i64, i64, i64); 3];
@@ -273,8 +356,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut values: HashMap<&'static str, String> = DEFS.iter().map(|d| (d.name, d.default.to_string())).collect();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut values: HashMap<&'static str, String> = DEFS
+            .iter()
+            .map(|d| (d.name, d.default.to_string()))
+            .collect();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         values.insert("threads", cores.to_string());
         Config { values, file: None }
     }
@@ -313,14 +401,22 @@ pub enum SetError {
 impl SetError {
     pub fn text(&self) -> String {
         match self {
-            SetError::Unknown(n) => format!("ERR Unknown option or number of arguments for CONFIG SET - '{n}'"),
+            SetError::Unknown(n) => {
+                format!("ERR Unknown option or number of arguments for CONFIG SET - '{n}'")
+            }
             SetError::Immutable(n) => {
-                format!("ERR CONFIG SET failed (possibly related to argument '{n}') - can't set immutable config")
+                format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{n}') - can't set immutable config"
+                )
             }
             SetError::Duplicate(n) => {
-                format!("ERR CONFIG SET failed (possibly related to argument '{n}') - duplicate parameter")
+                format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{n}') - duplicate parameter"
+                )
             }
-            SetError::Bad(n, why) => format!("ERR CONFIG SET failed (possibly related to argument '{n}') - {why}"),
+            SetError::Bad(n, why) => {
+                format!("ERR CONFIG SET failed (possibly related to argument '{n}') - {why}")
+            }
         }
     }
 }
@@ -336,10 +432,15 @@ impl Config {
         {
             let path = PathBuf::from(first);
             text = if first == "-" {
-                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| format!("reading stdin: {e}"))?
             } else {
-                std::fs::read_to_string(&path)
-                    .map_err(|e| format!("Fatal error, can't open config file '{}': {e}", path.display()))?
+                std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "Fatal error, can't open config file '{}': {e}",
+                        path.display()
+                    )
+                })?
             };
             if first != "-" {
                 cfg.file = Some(std::path::absolute(&path).unwrap_or(path));
@@ -374,13 +475,22 @@ impl Config {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |why: &str| LoadError { line_no: i + 1, line: line.to_string(), why: why.to_string() };
+            let err = |why: &str| LoadError {
+                line_no: i + 1,
+                line: line.to_string(),
+                why: why.to_string(),
+            };
             let Some(words) = split_args(line.as_bytes()) else {
                 return Err(err("Unbalanced quotes in configuration line"));
             };
-            let words: Vec<String> = words.into_iter().map(|w| String::from_utf8_lossy(&w).into_owned()).collect();
+            let words: Vec<String> = words
+                .into_iter()
+                .map(|w| String::from_utf8_lossy(&w).into_owned())
+                .collect();
             let Some(d) = def(&words[0]) else {
-                if words[0].eq_ignore_ascii_case("include") || words[0].eq_ignore_ascii_case("rename-command") {
+                if words[0].eq_ignore_ascii_case("include")
+                    || words[0].eq_ignore_ascii_case("rename-command")
+                {
                     continue;
                 }
                 return Err(err("Bad directive or wrong number of arguments"));
@@ -402,7 +512,10 @@ impl Config {
 
     /// The canonical value of `name` (a known name; "" otherwise).
     pub fn get(&self, name: &str) -> &str {
-        def(name).and_then(|d| self.values.get(d.name)).map(|s| s.as_str()).unwrap_or("")
+        def(name)
+            .and_then(|d| self.values.get(d.name))
+            .map(|s| s.as_str())
+            .unwrap_or("")
     }
 
     fn num(&self, name: &str) -> i64 {
@@ -414,12 +527,16 @@ impl Config {
         let mut out = Vec::new();
         for d in DEFS {
             let hit = patterns.iter().any(|p| {
-                glob::matches(p, d.name.as_bytes(), true) || d.alias.is_some_and(|a| p.eq_ignore_ascii_case(a.as_bytes()))
+                glob::matches(p, d.name.as_bytes(), true)
+                    || d.alias
+                        .is_some_and(|a| p.eq_ignore_ascii_case(a.as_bytes()))
             });
             if hit {
                 out.push((d.name, self.values[d.name].clone()));
                 if let Some(a) = d.alias
-                    && patterns.iter().any(|p| glob::matches(p, a.as_bytes(), true))
+                    && patterns
+                        .iter()
+                        .any(|p| glob::matches(p, a.as_bytes(), true))
                 {
                     out.push((a, self.values[d.name].clone()));
                 }
@@ -433,7 +550,9 @@ impl Config {
         let mut staged: Vec<(&'static str, String)> = Vec::new();
         for (name, value) in pairs {
             let name_s = String::from_utf8_lossy(name).into_owned();
-            let Some(d) = def(&name_s) else { return Err(SetError::Unknown(name_s)) };
+            let Some(d) = def(&name_s) else {
+                return Err(SetError::Unknown(name_s));
+            };
             if !d.mutable {
                 return Err(SetError::Immutable(name_s));
             }
@@ -509,7 +628,10 @@ impl Config {
             Kind::Str => format!("{} {}", d.name, quote(v)),
             Kind::OutputLimit => {
                 let w: Vec<&str> = v.split_whitespace().collect();
-                w.chunks(4).map(|c| format!("{} {}", d.name, c.join(" "))).collect::<Vec<_>>().join("\n")
+                w.chunks(4)
+                    .map(|c| format!("{} {}", d.name, c.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }
             _ if v.is_empty() => format!("{} \"\"", d.name),
             _ => format!("{} {}", d.name, v),
@@ -517,7 +639,10 @@ impl Config {
     }
 
     pub fn bind(&self) -> Vec<String> {
-        self.get("bind").split_whitespace().map(str::to_string).collect()
+        self.get("bind")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     }
     pub fn port(&self) -> u16 {
         self.num("port") as u16
@@ -575,7 +700,10 @@ fn repr(s: &str) -> String {
 }
 
 fn quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\'' && c != b'\\') {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\'' && c != b'\\')
+    {
         return s.to_string();
     }
     let mut out = String::from("\"");
@@ -627,7 +755,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("a.conf");
         std::fs::write(&f, "port 7000\n# comment\nmaxmemory 1gb\n").unwrap();
-        let c = Config::from_args(&args(&[f.to_str().unwrap(), "--port", "7001", "--replicaof", "h", "1"])).unwrap();
+        let c = Config::from_args(&args(&[
+            f.to_str().unwrap(),
+            "--port",
+            "7001",
+            "--replicaof",
+            "h",
+            "1",
+        ]))
+        .unwrap();
         assert_eq!(c.port(), 7001);
         assert_eq!(c.get("maxmemory"), "1073741824");
         assert_eq!(c.get("slaveof"), "h 1");
@@ -637,20 +773,32 @@ mod tests {
     #[test]
     fn bad_lines_fail_like_redis() {
         let e = Config::from_args(&args(&["--foo", "bar"])).unwrap_err();
-        assert!(e.contains(">>> 'foo \"bar\"'\nBad directive or wrong number of arguments"), "{e}");
+        assert!(
+            e.contains(">>> 'foo \"bar\"'\nBad directive or wrong number of arguments"),
+            "{e}"
+        );
         let e = Config::from_args(&args(&["--port", "abc"])).unwrap_err();
-        assert!(e.contains("argument couldn't be parsed into an integer"), "{e}");
+        assert!(
+            e.contains("argument couldn't be parsed into an integer"),
+            "{e}"
+        );
     }
 
     #[test]
     fn config_set_errors_have_redis_texts() {
         let mut c = Config::default();
-        let set = |c: &mut Config, n: &str, v: &str| c.set_many(&[(n.as_bytes(), v.as_bytes())]).map_err(|e| e.text());
+        let set = |c: &mut Config, n: &str, v: &str| {
+            c.set_many(&[(n.as_bytes(), v.as_bytes())])
+                .map_err(|e| e.text())
+        };
         assert_eq!(
             set(&mut c, "databases", "1"),
             Err("ERR CONFIG SET failed (possibly related to argument 'databases') - can't set immutable config".into())
         );
-        assert_eq!(set(&mut c, "foo", "1"), Err("ERR Unknown option or number of arguments for CONFIG SET - 'foo'".into()));
+        assert_eq!(
+            set(&mut c, "foo", "1"),
+            Err("ERR Unknown option or number of arguments for CONFIG SET - 'foo'".into())
+        );
         assert_eq!(
             set(&mut c, "timeout", "-1"),
             Err("ERR CONFIG SET failed (possibly related to argument 'timeout') - argument must be between 0 and 2147483647 inclusive".into())
@@ -664,7 +812,11 @@ mod tests {
     #[test]
     fn config_get_globs_case_insensitively() {
         let c = Config::default();
-        let got: Vec<_> = c.get_matching(&[b"MAXMEMORY*"]).into_iter().map(|(n, _)| n).collect();
+        let got: Vec<_> = c
+            .get_matching(&[b"MAXMEMORY*"])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(got.contains(&"maxmemory") && got.contains(&"maxmemory-policy"));
     }
 }

@@ -79,7 +79,11 @@ fn imp(pat: &[u8], s: &[u8], nocase: bool, skip_longer: &mut bool) -> bool {
                         break;
                     } else if plen >= 3 && at(pat, p + 1) == b'-' {
                         // C compares signed chars.
-                        let (mut start, mut end, mut c) = (pc as i8 as i32, at(pat, p + 2) as i8 as i32, c0 as i8 as i32);
+                        let (mut start, mut end, mut c) = (
+                            pc as i8 as i32,
+                            at(pat, p + 2) as i8 as i32,
+                            c0 as i8 as i32,
+                        );
                         if start > end {
                             std::mem::swap(&mut start, &mut end);
                         }
@@ -146,7 +150,10 @@ mod tests {
 
     #[test]
     fn stars_and_questions() {
-        assert!(!m("*", ""), "as in C: KEYS and SCAN special-case a lone '*'");
+        assert!(
+            !m("*", ""),
+            "as in C: KEYS and SCAN special-case a lone '*'"
+        );
         assert!(m("*", "anything"));
         assert!(m("a*", "a"));
         assert!(m("a*b*c", "aXXbYYc"));

@@ -20,7 +20,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("-v" | "--version") => {
-            println!("segkv-server v={} (Redis {} compatible)", env!("CARGO_PKG_VERSION"), segkv_server::REDIS_VERSION);
+            println!(
+                "segkv-server v={} (Redis {} compatible)",
+                env!("CARGO_PKG_VERSION"),
+                segkv_server::REDIS_VERSION
+            );
             return;
         }
         Some("-h" | "--help") => usage(),
@@ -41,7 +45,10 @@ fn main() {
     let engine = match Engine::open(ecfg) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("segkv: cannot open the data directory {}: {e}", cfg.dir().display());
+            eprintln!(
+                "segkv: cannot open the data directory {}: {e}",
+                cfg.dir().display()
+            );
             std::process::exit(1);
         }
     };

@@ -68,6 +68,9 @@ struct Conn {
 /// What a worker receives from the acceptor.
 pub type NewConn = (TcpStream, Arc<ClientInfo>);
 
+/// How the acceptor reaches a worker: its queue of new connections and its waker.
+pub type WorkerHandle = (Sender<NewConn>, Arc<dyn Wake>);
+
 struct Worker {
     srv: Arc<Shared>,
     poll: Poll,
@@ -82,7 +85,7 @@ struct Worker {
 }
 
 /// Starts `n` workers; returns the senders the acceptor hands connections to.
-pub fn start_workers(srv: &Arc<Shared>, n: usize) -> io::Result<Vec<(Sender<NewConn>, Arc<dyn Wake>)>> {
+pub fn start_workers(srv: &Arc<Shared>, n: usize) -> io::Result<Vec<WorkerHandle>> {
     let mut out = Vec::new();
     for i in 0..n {
         let poll = Poll::new()?;
@@ -99,7 +102,9 @@ pub fn start_workers(srv: &Arc<Shared>, n: usize) -> io::Result<Vec<(Sender<NewC
             kill_seen: 0,
             last_cron: Instant::now(),
         };
-        std::thread::Builder::new().name(format!("segkv-worker-{i}")).spawn(move || w.run())?;
+        std::thread::Builder::new()
+            .name(format!("segkv-worker-{i}"))
+            .spawn(move || w.run())?;
         srv.wakers.write().unwrap().push(waker.clone());
         out.push((tx, waker));
     }
@@ -110,7 +115,11 @@ impl Worker {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.waiting.iter().any(|t| self.conns.get(t).is_some_and(|c| c.paused)) {
+            let timeout = if self
+                .waiting
+                .iter()
+                .any(|t| self.conns.get(t).is_some_and(|c| c.paused))
+            {
                 Duration::from_millis(10)
             } else {
                 Duration::from_millis(1000)
@@ -155,12 +164,20 @@ impl Worker {
         while let Ok((mut sock, info)) = self.rx.try_recv() {
             let t = Token(self.next_token);
             self.next_token += 1;
-            if self.poll.registry().register(&mut sock, t, Interest::READABLE | Interest::WRITABLE).is_err() {
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
                 self.srv.clients.lock().unwrap().remove(&info.id);
                 self.srv.connected.fetch_sub(1, Relaxed);
                 continue;
             }
-            let local = sock.peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+            let local = sock
+                .peer_addr()
+                .map(|a| a.ip().is_loopback())
+                .unwrap_or(false);
             let conn = Conn {
                 sock,
                 session: Session::new(info, local),
@@ -180,8 +197,12 @@ impl Worker {
     }
 
     fn check_kills(&mut self) {
-        let tokens: Vec<Token> =
-            self.conns.iter().filter(|(_, c)| c.session.info.kill.load(Relaxed)).map(|(t, _)| *t).collect();
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.info.kill.load(Relaxed))
+            .map(|(t, _)| *t)
+            .collect();
         self.kill_seen += tokens.len() as u64;
         for t in tokens {
             self.close(t);
@@ -316,7 +337,9 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
                                 c.session.info.addr,
                                 c.rbuf.len()
                             );
-                            srv.stats.client_qbuf_limit_disconnections.fetch_add(1, Relaxed);
+                            srv.stats
+                                .client_qbuf_limit_disconnections
+                                .fetch_add(1, Relaxed);
                             return Err(());
                         }
                     }
@@ -330,7 +353,10 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
             c.rbuf = Vec::new();
         }
         c.session.info.qbuf.store(c.rbuf.len() as u64, Relaxed);
-        c.session.info.obl.store((c.out.len() - c.sent) as u64, Relaxed);
+        c.session
+            .info
+            .obl
+            .store((c.out.len() - c.sent) as u64, Relaxed);
         if !progress {
             return Ok(c.held.is_some() || c.paused);
         }
@@ -361,7 +387,9 @@ fn limit_close(srv: &Shared, c: &Conn) -> Result<(), ()> {
         "segkv: client {} ({}) scheduled to be closed for overcoming of output buffer limits",
         c.session.info.id, c.session.info.addr
     );
-    srv.stats.client_outbuf_limit_disconnections.fetch_add(1, Relaxed);
+    srv.stats
+        .client_outbuf_limit_disconnections
+        .fetch_add(1, Relaxed);
     Err(())
 }
 
@@ -379,7 +407,10 @@ fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
             Err(e) => {
                 let text = format!("ERR {}", e.0);
                 srv.count_error(&text);
-                eprintln!("segkv: protocol error from client {} ({}): {}", c.session.info.id, c.session.info.addr, e.0);
+                eprintln!(
+                    "segkv: protocol error from client {} ({}): {}",
+                    c.session.info.id, c.session.info.addr, e.0
+                );
                 Reply::error(text).encode(c.session.proto, &mut c.out);
                 c.closing = true;
                 return Ok(());
@@ -393,16 +424,23 @@ fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
                     return Ok(());
                 }
                 let info = &c.session.info;
-                info.last_interaction_ms.store(info.created.elapsed().as_millis() as u64, Relaxed);
+                info.last_interaction_ms
+                    .store(info.created.elapsed().as_millis() as u64, Relaxed);
                 let mode_before = c.session.reply;
-                let mut ctx = Ctx { srv, s: &mut c.session, shutdown: false };
+                let mut ctx = Ctx {
+                    srv,
+                    s: &mut c.session,
+                    shutdown: false,
+                };
                 let (reply, outcome) = dispatch(&mut ctx, &args);
                 let shutdown = ctx.shutdown;
                 drop(args);
                 c.parser.consume();
                 srv.stats.commands_processed.fetch_add(1, Relaxed);
                 if outcome.drop_connection {
-                    eprintln!("segkv: possible SECURITY ATTACK detected (HTTP request to the RESP port); connection dropped");
+                    eprintln!(
+                        "segkv: possible SECURITY ATTACK detected (HTTP request to the RESP port); connection dropped"
+                    );
                     return Err(());
                 }
                 if shutdown {
@@ -465,10 +503,16 @@ pub fn bind_all(addrs: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
             "::*" => "::",
             h => h,
         };
-        let sa: SocketAddr = match format!("{host}:{port}").parse().or_else(|_| format!("[{host}]:{port}").parse()) {
+        let sa: SocketAddr = match format!("{host}:{port}")
+            .parse()
+            .or_else(|_| format!("[{host}]:{port}").parse())
+        {
             Ok(sa) => sa,
             Err(_) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid bind address '{a}'")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid bind address '{a}'"),
+                ));
             }
         };
         match std::net::TcpListener::bind(sa) {
@@ -477,14 +521,23 @@ pub fn bind_all(addrs: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
                 out.push(TcpListener::from_std(l));
             }
             Err(e) if optional => eprintln!("segkv: skipping optional bind address {a}: {e}"),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("could not bind {sa}: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("could not bind {sa}: {e}"),
+                ));
+            }
         }
     }
     Ok(out)
 }
 
 /// The acceptor loop: never returns unless polling fails.
-pub fn accept_loop(srv: Arc<Shared>, mut listeners: Vec<TcpListener>, workers: Vec<(Sender<NewConn>, Arc<dyn Wake>)>) {
+pub fn accept_loop(
+    srv: Arc<Shared>,
+    mut listeners: Vec<TcpListener>,
+    workers: Vec<(Sender<NewConn>, Arc<dyn Wake>)>,
+) {
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {

@@ -68,13 +68,18 @@ impl Reply {
             Reply::Error(s) => {
                 out.push(b'-');
                 // As addReplyErrorLength: no newline may reach the wire.
-                out.extend(s.bytes().map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+                out.extend(
+                    s.bytes()
+                        .map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+                );
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Int(i) => header(out, b':', *i),
             Reply::Bulk(b) => bulk(out, b),
             Reply::Nil => out.extend_from_slice(if proto >= 3 { b"_\r\n" } else { b"$-1\r\n" }),
-            Reply::NilArray => out.extend_from_slice(if proto >= 3 { b"_\r\n" } else { b"*-1\r\n" }),
+            Reply::NilArray => {
+                out.extend_from_slice(if proto >= 3 { b"_\r\n" } else { b"*-1\r\n" })
+            }
             Reply::Array(items) => {
                 header(out, b'*', items.len() as i64);
                 for i in items {
@@ -82,7 +87,11 @@ impl Reply {
                 }
             }
             Reply::Set(items) => {
-                header(out, if proto >= 3 { b'~' } else { b'*' }, items.len() as i64);
+                header(
+                    out,
+                    if proto >= 3 { b'~' } else { b'*' },
+                    items.len() as i64,
+                );
                 for i in items {
                     i.encode(proto, out);
                 }
@@ -147,7 +156,11 @@ fn encode_meta(m: &M, proto: u8, out: &mut Vec<u8>) {
                 (M::Map(_), true) => b'%',
                 _ => b'*',
             };
-            let n = if matches!(m, M::Map(_)) && proto >= 3 { items.len() / 2 } else { items.len() };
+            let n = if matches!(m, M::Map(_)) && proto >= 3 {
+                items.len() / 2
+            } else {
+                items.len()
+            };
             header(out, t, n as i64);
             for i in *items {
                 encode_meta(i, proto, out);

@@ -75,7 +75,11 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     if s == b"0" {
         return Some(0);
     }
-    let (neg, digits) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
+    let (neg, digits) = if s[0] == b'-' {
+        (true, &s[1..])
+    } else {
+        (false, s)
+    };
     if digits.is_empty() || !(b'1'..=b'9').contains(&digits[0]) {
         return None;
     }
@@ -97,7 +101,10 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
 }
 
 fn find(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
-    buf[from..].iter().position(|&b| b == byte).map(|i| from + i)
+    buf[from..]
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| from + i)
 }
 
 impl Parser {
@@ -116,7 +123,11 @@ impl Parser {
             if self.pos >= buf.len() {
                 return Ok(Parsed::Incomplete);
             }
-            self.kind = if buf[self.start] == b'*' { Kind::Multibulk } else { Kind::Inline };
+            self.kind = if buf[self.start] == b'*' {
+                Kind::Multibulk
+            } else {
+                Kind::Inline
+            };
         }
         match self.kind {
             Kind::Inline => self.inline(buf),
@@ -128,7 +139,9 @@ impl Parser {
         let Some(nl) = find(buf, self.pos, b'\n') else {
             self.pos = buf.len();
             if buf.len() - self.start > INLINE_MAX {
-                return Err(ProtocolError("Protocol error: too big inline request".into()));
+                return Err(ProtocolError(
+                    "Protocol error: too big inline request".into(),
+                ));
             }
             return Ok(Parsed::Incomplete);
         };
@@ -146,9 +159,15 @@ impl Parser {
         match split_args(line) {
             Some(args) => {
                 self.inline = args;
-                Ok(if self.inline.is_empty() { Parsed::Empty } else { Parsed::Command })
+                Ok(if self.inline.is_empty() {
+                    Parsed::Empty
+                } else {
+                    Parsed::Command
+                })
             }
-            None => Err(ProtocolError("Protocol error: unbalanced quotes in request".into())),
+            None => Err(ProtocolError(
+                "Protocol error: unbalanced quotes in request".into(),
+            )),
         }
     }
 
@@ -174,7 +193,11 @@ impl Parser {
             };
             let n = match parse_i64(&buf[self.pos + 1..cr]) {
                 Some(n) if n <= i32::MAX as i64 => n,
-                _ => return Err(ProtocolError("Protocol error: invalid multibulk length".into())),
+                _ => {
+                    return Err(ProtocolError(
+                        "Protocol error: invalid multibulk length".into(),
+                    ));
+                }
             };
             self.pos = cr + 2;
             if n <= 0 {
@@ -199,7 +222,11 @@ impl Parser {
                     }
                     let len = match parse_i64(&buf[self.pos + 1..cr]) {
                         Some(n) if n >= 0 && n as u64 <= max_bulk => n as usize,
-                        _ => return Err(ProtocolError("Protocol error: invalid bulk length".into())),
+                        _ => {
+                            return Err(ProtocolError(
+                                "Protocol error: invalid bulk length".into(),
+                            ));
+                        }
                     };
                     self.pos = cr + 2;
                     self.bulk = Some(len);
@@ -230,13 +257,20 @@ impl Parser {
         if self.kind == Kind::Inline {
             self.inline.iter().map(|a| a.as_slice()).collect()
         } else {
-            self.ranges.iter().map(|&(off, len)| &buf[self.start + off..self.start + off + len]).collect()
+            self.ranges
+                .iter()
+                .map(|&(off, len)| &buf[self.start + off..self.start + off + len])
+                .collect()
         }
     }
 
     /// Number of arguments of the command just parsed.
     pub fn argc(&self) -> usize {
-        if self.kind == Kind::Inline { self.inline.len() } else { self.ranges.len() }
+        if self.kind == Kind::Inline {
+            self.inline.len()
+        } else {
+            self.ranges.len()
+        }
     }
 
     /// Whether the command just parsed was an inline command.
@@ -308,7 +342,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         while !done {
             let c = at(p);
             if inq {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
+                {
                     cur.push(hex(at(p + 2))? * 16 + hex(at(p + 3))?);
                     p += 3;
                 } else if c == b'\\' && at(p + 1) != 0 {
@@ -397,9 +435,13 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline_mix() {
-        let (cmds, err) = parse_chunks(&[b"*1\r\n$4\r\nPING\r\nSET a \"b c\"\r\nGET x\n\r\n*0\r\n"]);
+        let (cmds, err) =
+            parse_chunks(&[b"*1\r\n$4\r\nPING\r\nSET a \"b c\"\r\nGET x\n\r\n*0\r\n"]);
         assert_eq!(err, None);
-        assert_eq!(cmds, vec![v(&["PING"]), v(&["SET", "a", "b c"]), v(&["GET", "x"])]);
+        assert_eq!(
+            cmds,
+            vec![v(&["PING"]), v(&["SET", "a", "b c"]), v(&["GET", "x"])]
+        );
     }
 
     #[test]
@@ -411,21 +453,51 @@ mod tests {
     #[test]
     fn protocol_errors_have_redis_texts() {
         let err = |s: &[u8]| parse_chunks(&[s]).1.map(|e| e.0);
-        assert_eq!(err(b"*abc\r\n").as_deref(), Some("Protocol error: invalid multibulk length"));
-        assert_eq!(err(b"*3000000000\r\n").as_deref(), Some("Protocol error: invalid multibulk length"));
-        assert_eq!(err(b"*1\r\nfoo\r\n").as_deref(), Some("Protocol error: expected '$', got 'f'"));
-        assert_eq!(err(b"*1\r\n$-1\r\n").as_deref(), Some("Protocol error: invalid bulk length"));
-        assert_eq!(err(b"*1\r\n$01\r\n").as_deref(), Some("Protocol error: invalid bulk length"));
-        assert_eq!(err(b"SET \"a\r\n").as_deref(), Some("Protocol error: unbalanced quotes in request"));
-        assert_eq!(err(b"SET \"a\"b\r\n").as_deref(), Some("Protocol error: unbalanced quotes in request"));
+        assert_eq!(
+            err(b"*abc\r\n").as_deref(),
+            Some("Protocol error: invalid multibulk length")
+        );
+        assert_eq!(
+            err(b"*3000000000\r\n").as_deref(),
+            Some("Protocol error: invalid multibulk length")
+        );
+        assert_eq!(
+            err(b"*1\r\nfoo\r\n").as_deref(),
+            Some("Protocol error: expected '$', got 'f'")
+        );
+        assert_eq!(
+            err(b"*1\r\n$-1\r\n").as_deref(),
+            Some("Protocol error: invalid bulk length")
+        );
+        assert_eq!(
+            err(b"*1\r\n$01\r\n").as_deref(),
+            Some("Protocol error: invalid bulk length")
+        );
+        assert_eq!(
+            err(b"SET \"a\r\n").as_deref(),
+            Some("Protocol error: unbalanced quotes in request")
+        );
+        assert_eq!(
+            err(b"SET \"a\"b\r\n").as_deref(),
+            Some("Protocol error: unbalanced quotes in request")
+        );
         let big = vec![b'a'; INLINE_MAX + 1];
-        assert_eq!(err(&big).as_deref(), Some("Protocol error: too big inline request"));
+        assert_eq!(
+            err(&big).as_deref(),
+            Some("Protocol error: too big inline request")
+        );
         let mut big = b"*".to_vec();
         big.extend(std::iter::repeat_n(b'1', INLINE_MAX + 1));
-        assert_eq!(err(&big).as_deref(), Some("Protocol error: too big mbulk count string"));
+        assert_eq!(
+            err(&big).as_deref(),
+            Some("Protocol error: too big mbulk count string")
+        );
         let mut big = b"*1\r\n$".to_vec();
         big.extend(std::iter::repeat_n(b'1', INLINE_MAX + 1));
-        assert_eq!(err(&big).as_deref(), Some("Protocol error: too big bulk count string"));
+        assert_eq!(
+            err(&big).as_deref(),
+            Some("Protocol error: too big bulk count string")
+        );
     }
 
     #[test]
@@ -443,7 +515,10 @@ mod tests {
     #[test]
     fn bulk_length_limit_is_configurable() {
         let mut p = Parser::default();
-        assert_eq!(p.next(b"*1\r\n$11\r\n", 10), Err(ProtocolError("Protocol error: invalid bulk length".into())));
+        assert_eq!(
+            p.next(b"*1\r\n$11\r\n", 10),
+            Err(ProtocolError("Protocol error: invalid bulk length".into()))
+        );
     }
 
     #[test]
@@ -456,7 +531,10 @@ mod tests {
     #[test]
     fn split_args_follows_sdssplitargs() {
         assert_eq!(split_args(b"  a  b\tc "), Some(v(&["a", "b", "c"])));
-        assert_eq!(split_args(b"\"\\x41\\n\" 'it\\'s'"), Some(vec![b"A\n".to_vec(), b"it's".to_vec()]));
+        assert_eq!(
+            split_args(b"\"\\x41\\n\" 'it\\'s'"),
+            Some(vec![b"A\n".to_vec(), b"it's".to_vec()])
+        );
         assert_eq!(split_args(b"\"\""), Some(vec![vec![]]));
         assert_eq!(split_args(b"'abc"), None);
         assert_eq!(split_args(b"a\"b c\""), Some(v(&["ab c"])));

@@ -126,7 +126,9 @@ pub struct LockTable {
 
 impl LockTable {
     pub fn new(n: usize) -> Self {
-        LockTable { stripes: (0..n).map(|_| Mutex::new(())).collect() }
+        LockTable {
+            stripes: (0..n).map(|_| Mutex::new(())).collect(),
+        }
     }
 
     fn stripe(&self, db: usize, key: &[u8]) -> usize {
@@ -144,7 +146,9 @@ impl LockTable {
         let mut idx: Vec<usize> = keys.iter().map(|(db, k)| self.stripe(*db, k)).collect();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter().map(|i| self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())).collect()
+        idx.into_iter()
+            .map(|i| self.stripes[i].lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
     }
 }
 
@@ -175,17 +179,25 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("engine", &self.engine).finish()
+        f.debug_struct("Shared")
+            .field("engine", &self.engine)
+            .finish()
     }
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn run_id() -> String {
     // 40 hex characters, as Redis's run_id; unique enough from time, pid and a stack address.
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
         ^ ((std::process::id() as u128) << 64);
     let mut x = seed as u64 ^ (seed >> 64) as u64;
     let mut s = String::new();
@@ -204,7 +216,11 @@ impl Shared {
         let limits = Limits::default();
         let appendfsync = config.appendfsync();
         let tcp_port = config.port();
-        let config_file = config.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let config_file = config
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let s = Shared {
             engine,
             config: RwLock::new(config),
@@ -223,7 +239,9 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             appendfsync,
             tcp_port,
-            executable: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             config_file,
         };
         s.refresh_limits();
@@ -234,8 +252,12 @@ impl Shared {
     pub fn refresh_limits(&self) {
         let c = self.config.read().unwrap();
         self.limits.maxclients.store(c.maxclients(), Relaxed);
-        self.limits.proto_max_bulk_len.store(c.proto_max_bulk_len(), Relaxed);
-        self.limits.query_buffer_limit.store(c.query_buffer_limit(), Relaxed);
+        self.limits
+            .proto_max_bulk_len
+            .store(c.proto_max_bulk_len(), Relaxed);
+        self.limits
+            .query_buffer_limit
+            .store(c.query_buffer_limit(), Relaxed);
         self.limits.timeout.store(c.timeout(), Relaxed);
         *self.limits.output.lock().unwrap() = c.output_limits();
     }
@@ -298,6 +320,13 @@ pub enum ReplyMode {
 
 impl Session {
     pub fn new(info: Arc<ClientInfo>, local: bool) -> Self {
-        Session { info, db: 0, proto: 2, reply: ReplyMode::On, close_after_reply: false, local }
+        Session {
+            info,
+            db: 0,
+            proto: 2,
+            reply: ReplyMode::On,
+            close_after_reply: false,
+            local,
+        }
     }
 }

@@ -20,7 +20,10 @@ use std::time::Duration;
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// Path of the `segkv-server` binary, built (once per test process) with the same profile as
@@ -32,7 +35,14 @@ pub fn server_binary() -> PathBuf {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "segkv-server", "--bin", "segkv-server"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "segkv-server",
+            "--bin",
+            "segkv-server",
+        ]);
         if release {
             cmd.arg("--release");
         }
@@ -51,7 +61,11 @@ pub fn server_binary() -> PathBuf {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running segkv-server, killed on drop.
@@ -79,7 +93,13 @@ impl Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let port = free_port();
         let child = spawn(port, dir, &args);
-        let s = Server { child, port, dir: dir.to_path_buf(), _tmp: None, args };
+        let s = Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            args,
+        };
         s.wait_ready();
         s
     }
@@ -117,7 +137,10 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
         self.child.wait().expect("wait")
     }
@@ -133,7 +156,10 @@ impl Server {
 
     /// A `redis` crate connection (RESP2).
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     /// A raw connection for byte-exact checks.
@@ -150,7 +176,14 @@ fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
     };
     Command::new(server_binary())
         .args(file)
-        .args(["--port", &port.to_string(), "--dir", dir.to_str().unwrap(), "--threads", "2"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--dir",
+            dir.to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
         .args(opts)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -174,8 +207,12 @@ pub struct Raw {
 impl Raw {
     pub fn connect(port: u16) -> Raw {
         let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw { sock, buf: Vec::new() }
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Raw {
+            sock,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -195,7 +232,11 @@ impl Raw {
             }
             let mut chunk = [0u8; 65536];
             let n = self.sock.read(&mut chunk).expect("read reply");
-            assert!(n > 0, "connection closed while waiting for a reply; got so far: {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply; got so far: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
@@ -213,7 +254,12 @@ impl Raw {
             match self.sock.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return false;
                 }
                 // A reset: the server closed with our bytes unread.
@@ -254,7 +300,11 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
             if n < 0 {
                 return Some(after);
             }
-            let items = if matches!(b[0], b'%' | b'|') { 2 * n } else { n };
+            let items = if matches!(b[0], b'%' | b'|') {
+                2 * n
+            } else {
+                n
+            };
             let mut pos = after;
             for _ in 0..items {
                 pos += reply_len(&b[pos..])?;
@@ -278,13 +328,25 @@ impl Redis {
         let tmp = tempfile::tempdir().ok()?;
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--dir"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
             .arg(tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let r = Redis { child, port, _tmp: tmp };
+        let r = Redis {
+            child,
+            port,
+            _tmp: tmp,
+        };
         for _ in 0..250 {
             if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
                 c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

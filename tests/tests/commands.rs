@@ -31,7 +31,10 @@ fn strings_and_counters() {
     let mut c = s.client();
     assert_eq!(q::<String>(&mut c, &["SET", "k", "v"]), "OK");
     assert_eq!(q::<String>(&mut c, &["GET", "k"]), "v");
-    assert_eq!(q::<Option<String>>(&mut c, &["SET", "k", "w", "GET"]), Some("v".into()));
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["SET", "k", "w", "GET"]),
+        Some("v".into())
+    );
     assert_eq!(q::<Option<String>>(&mut c, &["SET", "k", "x", "NX"]), None);
     assert_eq!(q::<i64>(&mut c, &["SETNX", "n", "1"]), 1);
     assert_eq!(q::<i64>(&mut c, &["INCRBY", "n", "41"]), 42);
@@ -42,7 +45,10 @@ fn strings_and_counters() {
     assert_eq!(q::<i64>(&mut c, &["SETRANGE", "k", "5", "!"]), 6);
     assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "k"]), b"wyz\0\0!");
     assert_eq!(q::<String>(&mut c, &["MSET", "a", "1", "b", "2"]), "OK");
-    assert_eq!(q::<Vec<Option<String>>>(&mut c, &["MGET", "a", "nope", "b"]), vec![Some("1".into()), None, Some("2".into())]);
+    assert_eq!(
+        q::<Vec<Option<String>>>(&mut c, &["MGET", "a", "nope", "b"]),
+        vec![Some("1".into()), None, Some("2".into())]
+    );
     assert_eq!(q::<i64>(&mut c, &["MSETNX", "a", "9", "c", "3"]), 0);
     assert_eq!(q::<Option<String>>(&mut c, &["GET", "c"]), None);
     assert_eq!(q::<String>(&mut c, &["GETDEL", "a"]), "1");
@@ -102,7 +108,9 @@ fn ttl_commands() {
 fn keyspace_commands() {
     let s = Server::start(&[]);
     let mut c = s.client();
-    for k in ["user:1", "user:2", "user:10", "item:1", "hello", "hallo", "hxllo"] {
+    for k in [
+        "user:1", "user:2", "user:10", "item:1", "hello", "hallo", "hxllo",
+    ] {
         q::<()>(&mut c, &["SET", k, "v"]);
     }
     let mut keys: Vec<String> = q(&mut c, &["KEYS", "user:*"]);
@@ -117,7 +125,8 @@ fn keyspace_commands() {
     let mut cursor = "0".to_string();
     let mut seen = Vec::new();
     loop {
-        let (next, batch): (String, Vec<String>) = q(&mut c, &["SCAN", &cursor, "MATCH", "user:*", "COUNT", "2"]);
+        let (next, batch): (String, Vec<String>) =
+            q(&mut c, &["SCAN", &cursor, "MATCH", "user:*", "COUNT", "2"]);
         seen.extend(batch);
         cursor = next;
         if cursor == "0" {
@@ -127,7 +136,8 @@ fn keyspace_commands() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen, vec!["user:1", "user:10", "user:2"]);
-    let (_, none): (String, Vec<String>) = q(&mut c, &["SCAN", "0", "TYPE", "list", "COUNT", "100"]);
+    let (_, none): (String, Vec<String>) =
+        q(&mut c, &["SCAN", "0", "TYPE", "list", "COUNT", "100"]);
     assert!(none.is_empty());
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 7);
     assert_eq!(q::<String>(&mut c, &["TYPE", "hello"]), "string");
@@ -137,7 +147,10 @@ fn keyspace_commands() {
     assert_eq!(q::<i64>(&mut c, &["TOUCH", "item:1", "nokey"]), 1);
     q::<()>(&mut c, &["SET", "src", "val", "EX", "100"]);
     q::<()>(&mut c, &["RENAME", "src", "dst"]);
-    assert!(q::<i64>(&mut c, &["TTL", "dst"]) > 0, "RENAME keeps the TTL");
+    assert!(
+        q::<i64>(&mut c, &["TTL", "dst"]) > 0,
+        "RENAME keeps the TTL"
+    );
     assert_eq!(q::<i64>(&mut c, &["RENAMENX", "dst", "item:1"]), 0);
     assert_eq!(q::<i64>(&mut c, &["COPY", "dst", "copy"]), 1);
     assert_eq!(q::<i64>(&mut c, &["COPY", "dst", "copy"]), 0);
@@ -151,7 +164,10 @@ fn keyspace_commands() {
     q::<()>(&mut c, &["SELECT", "0"]);
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 2);
     assert!(q::<Option<String>>(&mut c, &["RANDOMKEY"]).is_some());
-    assert_eq!(q::<String>(&mut c, &["OBJECT", "ENCODING", "copy"]), "embstr");
+    assert_eq!(
+        q::<String>(&mut c, &["OBJECT", "ENCODING", "copy"]),
+        "embstr"
+    );
     q::<()>(&mut c, &["FLUSHDB"]);
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0);
     assert_eq!(q::<Option<String>>(&mut c, &["RANDOMKEY"]), None);
@@ -175,8 +191,14 @@ fn connection_and_client_commands() {
     assert!(list.contains("name=alice"), "{list}");
     assert!(list.contains(&format!("id={id_b} ")), "{list}");
     let info = String::from_utf8(b.call(&[b"CLIENT", b"INFO"])).unwrap();
-    assert!(info.contains(&format!("id={id_b} ")) && info.contains("cmd=client|info"), "{info}");
-    assert_eq!(q::<i64>(&mut a, &["CLIENT", "KILL", "ID", &id_b.to_string()]), 1);
+    assert!(
+        info.contains(&format!("id={id_b} ")) && info.contains("cmd=client|info"),
+        "{info}"
+    );
+    assert_eq!(
+        q::<i64>(&mut a, &["CLIENT", "KILL", "ID", &id_b.to_string()]),
+        1
+    );
     assert!(b.closed(), "killed client is disconnected");
     // CLIENT PAUSE WRITE holds writes but not reads; UNPAUSE releases them.
     let mut w = s.client();
@@ -198,7 +220,11 @@ fn connection_and_client_commands() {
     // SELECT, RESET, QUIT.
     assert_eq!(raw.call(&[b"SELECT", b"5"]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"RESET"]), b"+RESET\r\n");
-    assert_eq!(raw.call(&[b"GET", b"y"]), b"$1\r\n1\r\n", "RESET selects db 0");
+    assert_eq!(
+        raw.call(&[b"GET", b"y"]),
+        b"$1\r\n1\r\n",
+        "RESET selects db 0"
+    );
     assert_eq!(raw.call(&[b"QUIT"]), b"+OK\r\n");
     assert!(raw.closed());
 }
@@ -206,7 +232,8 @@ fn connection_and_client_commands() {
 #[test]
 fn resp3_through_the_client_library() {
     let s = Server::start(&[]);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", s.port)).unwrap();
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", s.port)).unwrap();
     let mut c = client.get_connection().unwrap();
     q::<()>(&mut c, &["SET", "k", "v"]);
     assert_eq!(q::<Value>(&mut c, &["GET", "nokey"]), Value::Nil);
@@ -224,7 +251,10 @@ fn resp3_through_the_client_library() {
 fn server_commands() {
     let s = Server::start(&[]);
     let mut c = s.client();
-    assert_eq!(q::<i64>(&mut c, &["COMMAND", "COUNT"]), q::<Vec<Value>>(&mut c, &["COMMAND"]).len() as i64);
+    assert_eq!(
+        q::<i64>(&mut c, &["COMMAND", "COUNT"]),
+        q::<Vec<Value>>(&mut c, &["COMMAND"]).len() as i64
+    );
     let keys: Vec<String> = q(&mut c, &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]);
     assert_eq!(keys, vec!["a", "b"]);
     let names: Vec<String> = q(&mut c, &["COMMAND", "LIST", "FILTERBY", "PATTERN", "get*"]);
@@ -235,7 +265,15 @@ fn server_commands() {
     q::<Option<String>>(&mut c, &["GET", "k"]);
     q::<Option<String>>(&mut c, &["GET", "nokey"]);
     let info: String = q(&mut c, &["INFO"]);
-    for field in ["redis_version:", "connected_clients:", "used_memory_rss:", "keyspace_hits:1", "keyspace_misses:1", "role:master", "db0:keys=1,expires=0"] {
+    for field in [
+        "redis_version:",
+        "connected_clients:",
+        "used_memory_rss:",
+        "keyspace_hits:1",
+        "keyspace_misses:1",
+        "role:master",
+        "db0:keys=1,expires=0",
+    ] {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
     let stats: String = q(&mut c, &["INFO", "commandstats"]);
@@ -246,11 +284,17 @@ fn server_commands() {
     let (secs, _usec): (u64, u64) = q(&mut c, &["TIME"]);
     assert!(secs > 1_600_000_000);
     assert_eq!(q::<String>(&mut c, &["SAVE"]), "OK");
-    assert_eq!(q::<String>(&mut c, &["BGSAVE"]), "Background saving started");
+    assert_eq!(
+        q::<String>(&mut c, &["BGSAVE"]),
+        "Background saving started"
+    );
     assert!(q::<i64>(&mut c, &["LASTSAVE"]) > 1_600_000_000);
     assert_eq!(q::<String>(&mut c, &["FUNCTION", "FLUSH"]), "OK");
     assert_eq!(q::<String>(&mut c, &["DEBUG", "SLEEP", "0"]), "OK");
-    q::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "64mb", "timeout", "0"]);
+    q::<()>(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory", "64mb", "timeout", "0"],
+    );
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory"]);
     assert_eq!(v, vec!["maxmemory", "67108864"]);
 }
@@ -259,7 +303,11 @@ fn server_commands() {
 fn config_file_and_rewrite() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("segkv.conf");
-    std::fs::write(&conf, "# my config\nmaxmemory 32mb\nmaxmemory-policy allkeys-lru\n").unwrap();
+    std::fs::write(
+        &conf,
+        "# my config\nmaxmemory 32mb\nmaxmemory-policy allkeys-lru\n",
+    )
+    .unwrap();
     let s = Server::start(&[conf.to_str().unwrap()]);
     let mut c = s.client();
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory-policy"]);
@@ -280,7 +328,11 @@ fn redis_cli_works_unchanged() {
     }
     let s = Server::start(&[]);
     let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli").args(["-p", &s.port.to_string()]).args(args).output().unwrap();
+        let out = Command::new("redis-cli")
+            .args(["-p", &s.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(cli(&["SET", "greeting", "hello"]), "OK\n");

@@ -296,7 +296,9 @@ fn run(raw: &mut Raw, line: &str) -> Vec<u8> {
 }
 
 fn script_lines(s: &str) -> impl Iterator<Item = &str> {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 fn compare(script: &str, resp3: bool) {
@@ -315,13 +317,27 @@ fn compare(script: &str, resp3: bool) {
         let (ours, theirs) = (run(&mut a, line), run(&mut b, line));
         if ours != theirs {
             // Show the replies from a little before their first difference.
-            let at = ours.iter().zip(&theirs).position(|(x, y)| x != y).unwrap_or(ours.len().min(theirs.len()));
+            let at = ours
+                .iter()
+                .zip(&theirs)
+                .position(|(x, y)| x != y)
+                .unwrap_or(ours.len().min(theirs.len()));
             let from = at.saturating_sub(60);
-            let show = |b: &[u8]| String::from_utf8_lossy(&b[from..b.len().min(at + 120)]).into_owned();
-            diffs.push(format!("{line}\n  at byte {at}\n  segkv: {:?}\n  redis: {:?}", show(&ours), show(&theirs)));
+            let show =
+                |b: &[u8]| String::from_utf8_lossy(&b[from..b.len().min(at + 120)]).into_owned();
+            diffs.push(format!(
+                "{line}\n  at byte {at}\n  segkv: {:?}\n  redis: {:?}",
+                show(&ours),
+                show(&theirs)
+            ));
         }
     }
-    assert!(diffs.is_empty(), "{} replies differ from Redis:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} replies differ from Redis:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 #[test]

@@ -14,9 +14,19 @@ fn sigterm_flushes_exits_zero_and_restart_keeps_data() {
     let mut s = Server::start(&[]);
     let mut c = s.client();
     for i in 0..100 {
-        let _: () = cmd("SET").arg(format!("k{i}")).arg(format!("v{i}")).query(&mut c).unwrap();
+        let _: () = cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .query(&mut c)
+            .unwrap();
     }
-    let _: () = cmd("SET").arg("ttl").arg("x").arg("EX").arg(1000).query(&mut c).unwrap();
+    let _: () = cmd("SET")
+        .arg("ttl")
+        .arg("x")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     let _: i64 = cmd("INCRBY").arg("n").arg(42).query(&mut c).unwrap();
     drop(c);
     let status = s.terminate();
@@ -44,14 +54,21 @@ fn shutdown_command_exits_zero_and_keeps_data() {
     assert_eq!(s.child.wait().unwrap().code(), Some(0));
     s.restart();
     let mut raw = s.raw();
-    assert_eq!(raw.call(&[b"GET", b"a"]), b"$-1\r\n", "a delete survives the restart");
+    assert_eq!(
+        raw.call(&[b"GET", b"a"]),
+        b"$-1\r\n",
+        "a delete survives the restart"
+    );
     assert_eq!(raw.call(&[b"GET", b"b"]), b"$1\r\n2\r\n");
 }
 
 #[test]
 fn sigint_exits_zero() {
     let mut s = Server::start(&[]);
-    let status = Command::new("kill").args(["-INT", &s.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &s.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_eq!(s.child.wait().unwrap().code(), Some(0));
 }
@@ -104,8 +121,15 @@ fn kill_9_with_appendfsync_always_loses_no_acknowledged_write() {
             let v: Option<String> = cmd("GET").arg(key).query(&mut c).unwrap();
             assert!(v.is_some(), "acknowledged write {key} lost after kill -9");
         }
-        let after: i64 = cmd("GET").arg(format!("counter{w}")).query::<Option<i64>>(&mut c).unwrap().unwrap_or(0);
-        assert!(after >= *counter, "counter{w}: acknowledged {counter}, found {after} after kill -9");
+        let after: i64 = cmd("GET")
+            .arg(format!("counter{w}"))
+            .query::<Option<i64>>(&mut c)
+            .unwrap()
+            .unwrap_or(0);
+        assert!(
+            after >= *counter,
+            "counter{w}: acknowledged {counter}, found {after} after kill -9"
+        );
     }
 }
 
@@ -113,24 +137,44 @@ fn kill_9_with_appendfsync_always_loses_no_acknowledged_write() {
 fn a_data_directory_held_by_another_server_is_refused() {
     let s = Server::start(&[]);
     let out = Command::new(server_binary())
-        .args(["--port", &segkv_e2e::free_port().to_string(), "--dir", s.dir.to_str().unwrap()])
+        .args([
+            "--port",
+            &segkv_e2e::free_port().to_string(),
+            "--dir",
+            s.dir.to_str().unwrap(),
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("locked"), "stderr should say the directory is locked: {err}");
+    assert!(
+        err.contains("locked"),
+        "stderr should say the directory is locked: {err}"
+    );
     // The first server is unharmed.
     assert_eq!(s.raw().call(&[b"PING"]), b"+PONG\r\n");
 }
 
 #[test]
 fn bad_config_exits_one_with_redis_style_message() {
-    let out = Command::new(server_binary()).args(["--port", "abc"]).output().unwrap();
+    let out = Command::new(server_binary())
+        .args(["--port", "abc"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("FATAL CONFIG FILE ERROR") && err.contains("argument couldn't be parsed into an integer"), "{err}");
-    let out = Command::new(server_binary()).args(["--nosuchoption", "1"]).output().unwrap();
+    assert!(
+        err.contains("FATAL CONFIG FILE ERROR")
+            && err.contains("argument couldn't be parsed into an integer"),
+        "{err}"
+    );
+    let out = Command::new(server_binary())
+        .args(["--nosuchoption", "1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Bad directive or wrong number of arguments"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Bad directive or wrong number of arguments")
+    );
 }

@@ -10,7 +10,9 @@ use segkv_e2e::{Raw, Redis, Server, encode};
 /// or goes quiet, plus whether it closed.
 fn exchange(port: u16, input: &[u8]) -> (Vec<u8>, bool) {
     let mut raw = Raw::connect(port);
-    raw.sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    raw.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     raw.send(input);
     let mut got = Vec::new();
     let mut closed = false;
@@ -100,7 +102,10 @@ fn proto_max_bulk_len_is_enforced_and_configurable() {
     assert_eq!(got, b"-ERR Protocol error: invalid bulk length\r\n");
     assert!(closed);
     let mut raw = segkv.raw();
-    assert_eq!(raw.call(&[b"CONFIG", b"SET", b"proto-max-bulk-len", b"2mb"]), b"+OK\r\n");
+    assert_eq!(
+        raw.call(&[b"CONFIG", b"SET", b"proto-max-bulk-len", b"2mb"]),
+        b"+OK\r\n"
+    );
     let value = vec![b'x'; 1_500_000];
     assert_eq!(raw.call(&[b"SET", b"big", &value]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"STRLEN", b"big"]), b":1500000\r\n");
@@ -174,7 +179,9 @@ fn a_slow_reader_does_not_stop_the_server() {
     for _ in 0..2000 {
         flood.extend(encode(&[b"GET", b"big"]));
     }
-    raw.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    raw.sock
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let _ = raw.sock.write_all(&flood);
     // Other clients are served meanwhile.
     let mut other = segkv.raw();
@@ -198,9 +205,16 @@ fn resp3_after_hello_3() {
     let segkv = Server::start(&[]);
     let mut raw = segkv.raw();
     let hello = raw.call(&[b"HELLO", b"3"]);
-    assert!(hello.starts_with(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"), "{:?}", String::from_utf8_lossy(&hello));
+    assert!(
+        hello.starts_with(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&hello)
+    );
     assert_eq!(raw.call(&[b"GET", b"nokey"]), b"_\r\n");
-    assert_eq!(raw.call(&[b"CONFIG", b"GET", b"maxclients"]), b"%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n");
+    assert_eq!(
+        raw.call(&[b"CONFIG", b"GET", b"maxclients"]),
+        b"%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n"
+    );
     let info = raw.call(&[b"INFO", b"server"]);
     assert!(info.starts_with(b"="), "INFO is a verbatim string in RESP3");
     assert_eq!(raw.call(&[b"HELLO", b"2"]).first(), Some(&b'*'));
@@ -212,7 +226,10 @@ fn maxclients_rejects_with_redis_error() {
     let segkv = Server::start(&["--maxclients", "2"]);
     // Wait until the readiness probe's connection is gone, then hold two.
     let mut a = segkv.raw();
-    while !String::from_utf8(a.call(&[b"INFO", b"clients"])).unwrap().contains("connected_clients:1\r\n") {
+    while !String::from_utf8(a.call(&[b"INFO", b"clients"]))
+        .unwrap()
+        .contains("connected_clients:1\r\n")
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut b = segkv.raw();

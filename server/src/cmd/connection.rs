@@ -45,7 +45,9 @@ fn valid_name(n: &[u8]) -> bool {
 
 fn set_name(ctx: &mut Ctx<'_>, n: &[u8]) -> Result<(), Reply> {
     if !valid_name(n) {
-        return Err(Reply::err("ERR Client names cannot contain spaces, newlines or special characters."));
+        return Err(Reply::err(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
     }
     *ctx.s.info.name.lock().unwrap() = n.to_vec();
     Ok(())
@@ -79,7 +81,10 @@ pub fn hello(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
             name = Some(a[j + 1]);
             j += 2;
         } else {
-            return Reply::error(format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(a[j])));
+            return Reply::error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(a[j])
+            ));
         }
     }
     if let Some(n) = name {
@@ -122,7 +127,11 @@ pub fn client_setname(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 
 pub fn client_getname(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
     let n = ctx.s.info.name.lock().unwrap();
-    if n.is_empty() { Reply::Nil } else { Reply::Bulk(n.clone()) }
+    if n.is_empty() {
+        Reply::Nil
+    } else {
+        Reply::Bulk(n.clone())
+    }
 }
 
 /// One CLIENT LIST line, with Redis 7.0's fields.
@@ -148,7 +157,11 @@ pub fn client_line(ctx: &Ctx<'_>, c: &ClientInfo) -> String {
         flags,
         c.db.load(Relaxed),
         qbuf,
-        if qbuf > 0 { 16384u64.saturating_sub(qbuf) } else { 0 },
+        if qbuf > 0 {
+            16384u64.saturating_sub(qbuf)
+        } else {
+            0
+        },
         if qbuf > 0 { 16384 } else { 0 },
         obl,
         qbuf + obl + 1024,
@@ -163,8 +176,16 @@ pub fn client_list(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     while j < a.len() {
         if eq(a[j], "type") && j + 1 < a.len() {
             let t = a[j + 1];
-            if !(eq(t, "normal") || eq(t, "master") || eq(t, "replica") || eq(t, "slave") || eq(t, "pubsub")) {
-                return Reply::error(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(t)));
+            if !(eq(t, "normal")
+                || eq(t, "master")
+                || eq(t, "replica")
+                || eq(t, "slave")
+                || eq(t, "pubsub"))
+            {
+                return Reply::error(format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(t)
+                ));
             }
             if !eq(t, "normal") {
                 ids = Some(vec![]);
@@ -187,7 +208,10 @@ pub fn client_list(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let mut clients: Vec<_> = ctx.srv.clients.lock().unwrap().values().cloned().collect();
     clients.sort_by_key(|c| c.id);
     let mut out = String::new();
-    for c in clients.iter().filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id))) {
+    for c in clients
+        .iter()
+        .filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id)))
+    {
         out.push_str(&client_line(ctx, c));
         out.push('\n');
     }
@@ -217,7 +241,7 @@ pub fn client_kill(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         ctx.srv.wake_all();
         return Reply::OK;
     }
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return Reply::err(SYNTAX);
     }
     let mut id: Option<u64> = None;
@@ -235,8 +259,16 @@ pub fn client_kill(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
                 _ => return Reply::err("ERR client-id should be greater than 0"),
             }
         } else if eq(k, "type") {
-            if !(eq(v, "normal") || eq(v, "master") || eq(v, "replica") || eq(v, "slave") || eq(v, "pubsub")) {
-                return Reply::error(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(v)));
+            if !(eq(v, "normal")
+                || eq(v, "master")
+                || eq(v, "replica")
+                || eq(v, "slave")
+                || eq(v, "pubsub"))
+            {
+                return Reply::error(format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(v)
+                ));
             }
             normal_only = Some(eq(v, "normal"));
         } else if eq(k, "addr") {
@@ -309,9 +341,14 @@ pub fn client_pause(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let mut p = ctx.srv.pause.lock().unwrap();
     // As Redis: a later deadline wins, and ALL wins over WRITE.
     let (m, u) = match *p {
-        Some((old_m, old_u)) => {
-            (if old_m == PauseMode::All || mode == PauseMode::All { PauseMode::All } else { mode }, old_u.max(until))
-        }
+        Some((old_m, old_u)) => (
+            if old_m == PauseMode::All || mode == PauseMode::All {
+                PauseMode::All
+            } else {
+                mode
+            },
+            old_u.max(until),
+        ),
         None => (mode, until),
     };
     *p = Some((m, u));

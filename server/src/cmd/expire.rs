@@ -19,14 +19,21 @@ fn parse_cond(a: &[&[u8]]) -> Result<ExpireCond, Reply> {
         } else if eq(opt, "lt") {
             lt = true;
         } else {
-            return Err(Reply::error(format!("ERR Unsupported option {}", String::from_utf8_lossy(opt))));
+            return Err(Reply::error(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            )));
         }
     }
     if nx && (xx || gt || lt) {
-        return Err(Reply::err("ERR NX and XX, GT or LT options at the same time are not compatible"));
+        return Err(Reply::err(
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ));
     }
     if gt && lt {
-        return Err(Reply::err("ERR GT and LT options at the same time are not compatible"));
+        return Err(Reply::err(
+            "ERR GT and LT options at the same time are not compatible",
+        ));
     }
     Ok(match (nx, xx, gt, lt) {
         (true, ..) => ExpireCond::Nx,
@@ -37,17 +44,27 @@ fn parse_cond(a: &[&[u8]]) -> Result<ExpireCond, Reply> {
     })
 }
 
-fn expire_generic(ctx: &mut Ctx<'_>, a: &[&[u8]], relative: bool, seconds: bool, name: &str) -> Reply {
+fn expire_generic(
+    ctx: &mut Ctx<'_>,
+    a: &[&[u8]],
+    relative: bool,
+    seconds: bool,
+    name: &str,
+) -> Reply {
     let cond = tri!(parse_cond(a));
     let mut when = tri!(int_arg(a[2]));
     let bad = || Reply::error(format!("ERR invalid expire time in '{name}' command"));
     if seconds {
-        if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
             return bad();
         }
         when *= 1000;
     }
-    let base = if relative { ctx.srv.engine.now_ms() as i64 } else { 0 };
+    let base = if relative {
+        ctx.srv.engine.now_ms() as i64
+    } else {
+        0
+    };
     if when > i64::MAX - base {
         return bad();
     }
@@ -56,11 +73,19 @@ fn expire_generic(ctx: &mut Ctx<'_>, a: &[&[u8]], relative: bool, seconds: bool,
     // a TTL for GT; LT on a persistent key must also fail under XX.
     if cond == ExpireCond::Lt
         && a[3..].iter().any(|o| eq(o, "xx"))
-        && ctx.srv.engine.read(ctx.s.db, a[1], |c| c.expire_at.is_none()).unwrap_or(true)
+        && ctx
+            .srv
+            .engine
+            .read(ctx.s.db, a[1], |c| c.expire_at.is_none())
+            .unwrap_or(true)
     {
         return Reply::Int(0);
     }
-    match ctx.srv.engine.expire(ctx.s.db, a[1], Some(when.max(0) as u64), cond) {
+    match ctx
+        .srv
+        .engine
+        .expire(ctx.s.db, a[1], Some(when.max(0) as u64), cond)
+    {
         Ok(done) => Reply::Int(done as i64),
         Err(e) => engine_err(e),
     }
@@ -88,7 +113,11 @@ fn ttl_generic(ctx: &mut Ctx<'_>, key: &[u8], ms: bool, absolute: bool) -> Reply
         None => Reply::Int(-2),
         Some(None) => Reply::Int(-1),
         Some(Some(at)) => {
-            let mut t = if absolute { at as i64 } else { (at as i64 - now).max(0) };
+            let mut t = if absolute {
+                at as i64
+            } else {
+                (at as i64 - now).max(0)
+            };
             if !ms {
                 t = (t + 500) / 1000;
             }

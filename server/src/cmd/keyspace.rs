@@ -27,7 +27,12 @@ pub fn del(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn exists(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    Reply::Int(a[1..].iter().filter(|k| ctx.srv.engine.exists(ctx.s.db, k)).count() as i64)
+    Reply::Int(
+        a[1..]
+            .iter()
+            .filter(|k| ctx.srv.engine.exists(ctx.s.db, k))
+            .count() as i64,
+    )
 }
 
 pub fn touch(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
@@ -35,7 +40,11 @@ pub fn touch(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    Reply::status(if ctx.srv.engine.exists(ctx.s.db, a[1]) { "string" } else { "none" })
+    Reply::status(if ctx.srv.engine.exists(ctx.s.db, a[1]) {
+        "string"
+    } else {
+        "none"
+    })
 }
 
 /// Moves `src` (in `sdb`) to `dst` (in `ddb`) keeping its TTL. `nx`: only if `dst` is absent.
@@ -159,7 +168,10 @@ pub fn keys(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 
 pub fn scan(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     // Redis parses the cursor with strtoul: any unsigned decimal, leading zeros allowed.
-    let cursor = match std::str::from_utf8(a[1]).ok().and_then(|s| s.parse::<u64>().ok()) {
+    let cursor = match std::str::from_utf8(a[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         Some(c) if !a[1].starts_with(b"+") => c,
         _ => return Reply::err("ERR invalid cursor"),
     };
@@ -193,11 +205,18 @@ pub fn scan(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
             keys.push(Reply::Bulk(k.to_vec()));
         }
     });
-    Reply::Array(vec![Reply::Bulk(next.to_string().into_bytes()), Reply::Array(keys)])
+    Reply::Array(vec![
+        Reply::Bulk(next.to_string().into_bytes()),
+        Reply::Array(keys),
+    ])
 }
 
 pub fn randomkey(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
-    ctx.srv.engine.random_key(ctx.s.db).map(Reply::Bulk).unwrap_or(Reply::Nil)
+    ctx.srv
+        .engine
+        .random_key(ctx.s.db)
+        .map(Reply::Bulk)
+        .unwrap_or(Reply::Nil)
 }
 
 pub fn dbsize(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
@@ -261,14 +280,23 @@ pub fn encoding_of(v: &[u8]) -> &'static str {
 }
 
 pub fn object_encoding(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    match ctx.srv.engine.read(ctx.s.db, a[2], |c| encoding_of(c.value)) {
+    match ctx
+        .srv
+        .engine
+        .read(ctx.s.db, a[2], |c| encoding_of(c.value))
+    {
         Some(e) => Reply::bulk(e),
         None => Reply::Nil,
     }
 }
 
 fn policy(ctx: &Ctx<'_>) -> String {
-    ctx.srv.config.read().unwrap().get("maxmemory-policy").to_string()
+    ctx.srv
+        .config
+        .read()
+        .unwrap()
+        .get("maxmemory-policy")
+        .to_string()
 }
 
 /// OBJECT FREQ: segkv does not track access frequency yet, so an existing key answers 0.
@@ -302,9 +330,13 @@ pub fn object_idletime(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 pub fn object_refcount(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let shared_ok = {
         let c = ctx.srv.config.read().unwrap();
-        c.get("maxmemory") == "0" || !(c.get("maxmemory-policy").contains("lru") || c.get("maxmemory-policy").contains("lfu"))
+        c.get("maxmemory") == "0"
+            || !(c.get("maxmemory-policy").contains("lru")
+                || c.get("maxmemory-policy").contains("lfu"))
     };
-    match ctx.srv.engine.read(ctx.s.db, a[2], |c| parse_i64(c.value).filter(|_| c.value.len() <= 20)) {
+    match ctx.srv.engine.read(ctx.s.db, a[2], |c| {
+        parse_i64(c.value).filter(|_| c.value.len() <= 20)
+    }) {
         Some(Some(n)) if (0..10000).contains(&n) && shared_ok => Reply::Int(i32::MAX as i64),
         Some(_) => Reply::Int(1),
         None => Reply::Nil,

@@ -184,7 +184,11 @@ fn flags_of(m: &Meta) -> u32 {
 
 impl Table {
     pub fn build() -> Table {
-        let mut t = Table { all: Vec::new(), by_name: HashMap::new(), top: Vec::new() };
+        let mut t = Table {
+            all: Vec::new(),
+            by_name: HashMap::new(),
+            top: Vec::new(),
+        };
         for m in meta::META {
             let id = t.add(m);
             for sm in m.subcommands {
@@ -289,11 +293,23 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
     let arity = cmd.meta.arity;
     if (arity > 0 && argc != arity) || argc < -arity {
         cmd.stats.rejected.fetch_add(1, Relaxed);
-        return (Reply::error(format!("ERR wrong number of arguments for '{}' command", cmd.meta.name)), out);
+        return (
+            Reply::error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.meta.name
+            )),
+            out,
+        );
     }
     let Some(handler) = cmd.handler else {
         // A container command called with a bad subcommand count is caught by arity above.
-        return (Reply::error(format!("ERR wrong number of arguments for '{}' command", cmd.meta.name)), out);
+        return (
+            Reply::error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.meta.name
+            )),
+            out,
+        );
     };
     ctx.s.info.last_cmd.store(cmd.id, Relaxed);
     let start = Instant::now();
@@ -312,17 +328,27 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
 pub fn paused_by(srv: &Shared, args: &[&[u8]], mode: crate::server::PauseMode) -> bool {
     match mode {
         crate::server::PauseMode::All => true,
-        crate::server::PauseMode::Write => {
-            srv.table.resolve(args).is_some_and(|c| c.flags & (WRITE | MAY_REPLICATE) != 0)
-        }
+        crate::server::PauseMode::Write => srv
+            .table
+            .resolve(args)
+            .is_some_and(|c| c.flags & (WRITE | MAY_REPLICATE) != 0),
     }
 }
 
 /// `<COMMAND> HELP`.
 fn help(_ctx: &mut Ctx<'_>, args: &[&[u8]]) -> Reply {
     let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
-    let lines = meta::HELP.iter().find(|(n, _)| *n == name).map(|(_, l)| *l).unwrap_or(&[]);
-    Reply::Array(lines.iter().map(|l| Reply::Status(std::borrow::Cow::Borrowed(l))).collect())
+    let lines = meta::HELP
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, l)| *l)
+        .unwrap_or(&[]);
+    Reply::Array(
+        lines
+            .iter()
+            .map(|l| Reply::Status(std::borrow::Cow::Borrowed(l)))
+            .collect(),
+    )
 }
 
 // ---- shared helpers for handlers ----
@@ -338,7 +364,9 @@ pub fn int_arg(a: &[u8]) -> Result<i64, Reply> {
 
 /// `getIntFromObjectOrReply`.
 pub fn i32_arg(a: &[u8]) -> Result<i32, Reply> {
-    parse_i64(a).and_then(|v| i32::try_from(v).ok()).ok_or_else(|| Reply::err(NOT_INT))
+    parse_i64(a)
+        .and_then(|v| i32::try_from(v).ok())
+        .ok_or_else(|| Reply::err(NOT_INT))
 }
 
 pub fn engine_err(e: EngineError) -> Reply {

@@ -29,7 +29,11 @@ fn info_entry(ctx: &Ctx<'_>, c: &Command) -> Reply {
         Reply::Meta(&m.tips),
         Reply::Meta(&m.key_specs),
         // Redis prints an empty set, or an array of subcommands.
-        if subs.is_empty() { Reply::Set(subs) } else { Reply::Array(subs) },
+        if subs.is_empty() {
+            Reply::Set(subs)
+        } else {
+            Reply::Array(subs)
+        },
     ])
 }
 
@@ -48,19 +52,34 @@ pub fn command_count(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
 /// A command or `parent|sub` by name.
 fn find<'a>(ctx: &'a Ctx<'_>, name: &[u8]) -> Option<&'a Command> {
     let lower = name.to_ascii_lowercase();
-    ctx.srv.table.all.iter().find(|c| c.meta.name.as_bytes() == lower.as_slice())
+    ctx.srv
+        .table
+        .all
+        .iter()
+        .find(|c| c.meta.name.as_bytes() == lower.as_slice())
 }
 
 pub fn command_info(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     if a.len() == 2 {
         return command(ctx, a);
     }
-    Reply::Array(a[2..].iter().map(|n| find(ctx, n).map(|c| info_entry(ctx, c)).unwrap_or(Reply::Nil)).collect())
+    Reply::Array(
+        a[2..]
+            .iter()
+            .map(|n| {
+                find(ctx, n)
+                    .map(|c| info_entry(ctx, c))
+                    .unwrap_or(Reply::Nil)
+            })
+            .collect(),
+    )
 }
 
 pub fn command_docs(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let pairs: Vec<(Reply, Reply)> = if a.len() == 2 {
-        tops(ctx).map(|c| (Reply::bulk(c.meta.name), Reply::Meta(&c.meta.docs))).collect()
+        tops(ctx)
+            .map(|c| (Reply::bulk(c.meta.name), Reply::Meta(&c.meta.docs)))
+            .collect()
     } else {
         a[2..]
             .iter()
@@ -93,7 +112,11 @@ pub fn command_list(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         let ok = match filter {
             None => true,
             Some((b'm', _)) => false,
-            Some((b'a', cat)) => c.meta.acl.iter().any(|x| x[1..].as_bytes().eq_ignore_ascii_case(cat)),
+            Some((b'a', cat)) => c
+                .meta
+                .acl
+                .iter()
+                .any(|x| x.as_bytes()[1..].eq_ignore_ascii_case(cat)),
             Some((_, pat)) => glob::matches(pat, c.meta.name.as_bytes(), true),
         };
         if ok {
@@ -116,7 +139,11 @@ pub fn command_getkeys(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     if m.first_key == 0 {
         return Reply::err("ERR The command has no key arguments");
     }
-    let last = if m.last_key < 0 { argc + m.last_key } else { m.last_key };
+    let last = if m.last_key < 0 {
+        argc + m.last_key
+    } else {
+        m.last_key
+    };
     let mut keys = Vec::new();
     let mut i = m.first_key;
     while i <= last && i < argc {
@@ -143,7 +170,11 @@ fn human(bytes: u64) -> String {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
@@ -154,7 +185,11 @@ fn total_memory() -> u64 {
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<u64>().ok())
+                })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
@@ -164,7 +199,9 @@ fn total_memory() -> u64 {
 pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     let all = sections.iter().any(|s| s == "all" || s == "everything");
     let default = sections.is_empty() || sections.iter().any(|s| s == "default");
-    let want = |name: &str, in_default: bool| all || (default && in_default) || sections.iter().any(|s| s == name);
+    let want = |name: &str, in_default: bool| {
+        all || (default && in_default) || sections.iter().any(|s| s == name)
+    };
     let srv = ctx.srv;
     let stats = srv.engine.stats();
     let cfg = srv.config.read().unwrap();
@@ -247,14 +284,24 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         section(&mut out, "Persistence");
         line!("loading:0");
         line!("async_loading:0");
-        line!("rdb_changes_since_last_save:{}", stats.tail_addr.saturating_sub(stats.durable_addr));
+        line!(
+            "rdb_changes_since_last_save:{}",
+            stats.tail_addr.saturating_sub(stats.durable_addr)
+        );
         line!("rdb_bgsave_in_progress:0");
         line!("rdb_last_save_time:{}", srv.lastsave.load(Relaxed));
         line!("rdb_last_bgsave_status:ok");
         line!("aof_enabled:1");
         line!("aof_rewrite_in_progress:0");
         line!("aof_rewrite_scheduled:0");
-        line!("aof_last_write_status:{}", if stats.last_fsync_ok || stats.fsyncs == 0 { "ok" } else { "err" });
+        line!(
+            "aof_last_write_status:{}",
+            if stats.last_fsync_ok || stats.fsyncs == 0 {
+                "ok"
+            } else {
+                "err"
+            }
+        );
         line!("aof_current_size:{}", stats.tail_addr);
         line!("segkv_appendfsync:{}", srv.appendfsync.name());
         line!("segkv_tail_addr:{}", stats.tail_addr);
@@ -266,12 +313,24 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     if want("stats", true) {
         section(&mut out, "Stats");
         let s = &srv.stats;
-        line!("total_connections_received:{}", s.connections_received.load(Relaxed));
-        line!("total_commands_processed:{}", s.commands_processed.load(Relaxed));
+        line!(
+            "total_connections_received:{}",
+            s.connections_received.load(Relaxed)
+        );
+        line!(
+            "total_commands_processed:{}",
+            s.commands_processed.load(Relaxed)
+        );
         line!("instantaneous_ops_per_sec:0");
         line!("total_net_input_bytes:{}", s.net_input_bytes.load(Relaxed));
-        line!("total_net_output_bytes:{}", s.net_output_bytes.load(Relaxed));
-        line!("rejected_connections:{}", s.rejected_connections.load(Relaxed));
+        line!(
+            "total_net_output_bytes:{}",
+            s.net_output_bytes.load(Relaxed)
+        );
+        line!(
+            "rejected_connections:{}",
+            s.rejected_connections.load(Relaxed)
+        );
         line!("expired_keys:{}", stats.expired_keys);
         line!("evicted_keys:0");
         line!("evicted_clients:0");
@@ -280,8 +339,14 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         line!("pubsub_channels:0");
         line!("pubsub_patterns:0");
         line!("total_error_replies:{}", s.error_replies.load(Relaxed));
-        line!("client_query_buffer_limit_disconnections:{}", s.client_qbuf_limit_disconnections.load(Relaxed));
-        line!("client_output_buffer_limit_disconnections:{}", s.client_outbuf_limit_disconnections.load(Relaxed));
+        line!(
+            "client_query_buffer_limit_disconnections:{}",
+            s.client_qbuf_limit_disconnections.load(Relaxed)
+        );
+        line!(
+            "client_output_buffer_limit_disconnections:{}",
+            s.client_outbuf_limit_disconnections.load(Relaxed)
+        );
     }
     if want("replication", true) {
         section(&mut out, "Replication");
@@ -316,7 +381,11 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
                 continue;
             }
             let usec = c.stats.usec.load(Relaxed);
-            let per = if calls == 0 { 0.0 } else { usec as f64 / calls as f64 };
+            let per = if calls == 0 {
+                0.0
+            } else {
+                usec as f64 / calls as f64
+            };
             line!(
                 "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}",
                 c.meta.name
@@ -341,7 +410,10 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         for db in 0..srv.engine.databases() {
             let keys = srv.engine.len(db);
             if keys > 0 {
-                line!("db{db}:keys={keys},expires={},avg_ttl=0", srv.engine.expires_len(db));
+                line!(
+                    "db{db}:keys={keys},expires={},avg_ttl=0",
+                    srv.engine.expires_len(db)
+                );
             }
         }
     }
@@ -358,17 +430,25 @@ fn cpu_times() -> (f64, f64) {
 }
 
 pub fn info(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    let sections: Vec<String> = a[1..].iter().map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()).collect();
+    let sections: Vec<String> = a[1..]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
     Reply::Verbatim(info_text(ctx, &sections))
 }
 
 pub fn config_get(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let cfg = ctx.srv.config.read().unwrap();
-    Reply::Map(cfg.get_matching(&a[2..]).into_iter().map(|(n, v)| (Reply::bulk(n), Reply::bulk(v))).collect())
+    Reply::Map(
+        cfg.get_matching(&a[2..])
+            .into_iter()
+            .map(|(n, v)| (Reply::bulk(n), Reply::bulk(v)))
+            .collect(),
+    )
 }
 
 pub fn config_set(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return Reply::err("ERR wrong number of arguments for 'config|set' command");
     }
     let pairs: Vec<(&[u8], &[u8])> = a[2..].chunks(2).map(|c| (c[0], c[1])).collect();
@@ -401,7 +481,9 @@ pub fn config_rewrite(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
 }
 
 pub fn time(_ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Reply::Array(vec![
         Reply::Bulk(d.as_secs().to_string().into_bytes()),
         Reply::Bulk(d.subsec_micros().to_string().into_bytes()),
@@ -446,7 +528,11 @@ pub fn shutdown(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         }
     }
     if abort {
-        return if a.len() == 2 { Reply::err("ERR No shutdown in progress.") } else { Reply::err(SYNTAX) };
+        return if a.len() == 2 {
+            Reply::err("ERR No shutdown in progress.")
+        } else {
+            Reply::err(SYNTAX)
+        };
     }
     // NOSAVE too flushes the log: it is the data, not a snapshot.
     if sync(ctx).is_err() && !a[1..].iter().any(|o| eq(o, "force")) {
@@ -476,7 +562,10 @@ pub fn debug(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         );
     }
     if eq(a[1], "sleep") && a.len() == 3 {
-        let secs: f64 = std::str::from_utf8(a[2]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0.0);
+        let secs: f64 = std::str::from_utf8(a[2])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
         if secs > 0.0 && secs.is_finite() {
             std::thread::sleep(std::time::Duration::from_secs_f64(secs));
         }

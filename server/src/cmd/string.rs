@@ -90,7 +90,9 @@ fn expire_ms(ctx: &Ctx<'_>, raw: &[u8], abs: bool, ms: bool, name: &str) -> Resu
         v *= 1000;
     }
     if !abs {
-        v = v.checked_add(ctx.srv.engine.now_ms() as i64).ok_or_else(|| expire_error(name))?;
+        v = v
+            .checked_add(ctx.srv.engine.now_ms() as i64)
+            .ok_or_else(|| expire_error(name))?;
     }
     Ok(v as u64)
 }
@@ -129,7 +131,10 @@ pub fn set(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn setnx(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    let o = SetArgs { nx: true, ..Default::default() };
+    let o = SetArgs {
+        nx: true,
+        ..Default::default()
+    };
     match do_set(ctx, a[1], a[2], &o, None) {
         Reply::Nil => Reply::Int(0),
         Reply::Status(_) => Reply::Int(1),
@@ -148,7 +153,16 @@ pub fn psetex(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn getset(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    do_set(ctx, a[1], a[2], &SetArgs { get: true, ..Default::default() }, None)
+    do_set(
+        ctx,
+        a[1],
+        a[2],
+        &SetArgs {
+            get: true,
+            ..Default::default()
+        },
+        None,
+    )
 }
 
 pub fn getdel(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
@@ -172,12 +186,20 @@ pub fn getex(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let now = ctx.srv.engine.now_ms();
     let persist = o.persist;
     let r = ctx.srv.engine.update(ctx.s.db, a[1], |cur| {
-        let Some(c) = cur else { return (Action::Keep, None) };
+        let Some(c) = cur else {
+            return (Action::Keep, None);
+        };
         let v = c.value.to_vec();
         let act = match at {
             Some(t) if t <= now => Action::Delete,
-            Some(t) => Action::Put { value: v.clone(), expire_at: Some(t) },
-            None if persist && c.expire_at.is_some() => Action::Put { value: v.clone(), expire_at: None },
+            Some(t) => Action::Put {
+                value: v.clone(),
+                expire_at: Some(t),
+            },
+            None if persist && c.expire_at.is_some() => Action::Put {
+                value: v.clone(),
+                expire_at: None,
+            },
             None => Action::Keep,
         };
         (act, Some(v))
@@ -212,7 +234,7 @@ pub fn mget(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 fn mset_generic(ctx: &mut Ctx<'_>, a: &[&[u8]], nx: bool) -> Reply {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return Reply::error(format!(
             "ERR wrong number of arguments for '{}' command",
             if nx { "msetnx" } else { "mset" }
@@ -246,7 +268,13 @@ pub fn append(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let max = ctx.srv.limits.proto_max_bulk_len.load(Relaxed);
     let add = a[2];
     let r = ctx.srv.engine.update(ctx.s.db, a[1], |cur| match cur {
-        None => (Action::Put { value: add.to_vec(), expire_at: None }, Ok(add.len())),
+        None => (
+            Action::Put {
+                value: add.to_vec(),
+                expire_at: None,
+            },
+            Ok(add.len()),
+        ),
         Some(c) => {
             let len = c.value.len() + add.len();
             if len as u64 > max {
@@ -255,7 +283,13 @@ pub fn append(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
             let mut v = Vec::with_capacity(len);
             v.extend_from_slice(c.value);
             v.extend_from_slice(add);
-            (Action::Put { value: v, expire_at: c.expire_at }, Ok(len))
+            (
+                Action::Put {
+                    value: v,
+                    expire_at: c.expire_at,
+                },
+                Ok(len),
+            )
         }
     });
     match r {
@@ -266,7 +300,12 @@ pub fn append(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    Reply::Int(ctx.srv.engine.read(ctx.s.db, a[1], |c| c.value.len()).unwrap_or(0) as i64)
+    Reply::Int(
+        ctx.srv
+            .engine
+            .read(ctx.s.db, a[1], |c| c.value.len())
+            .unwrap_or(0) as i64,
+    )
 }
 
 pub fn getrange(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
@@ -288,7 +327,11 @@ pub fn getrange(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         if end >= len {
             end = len - 1;
         }
-        if start > end || len == 0 { Vec::new() } else { c.value[start as usize..=end as usize].to_vec() }
+        if start > end || len == 0 {
+            Vec::new()
+        } else {
+            c.value[start as usize..=end as usize].to_vec()
+        }
     });
     Reply::Bulk(r.unwrap_or_default())
 }
@@ -316,7 +359,13 @@ pub fn setrange(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         }
         v[off..off + add.len()].copy_from_slice(add);
         let len = v.len();
-        (Action::Put { value: v, expire_at: cur.and_then(|c| c.expire_at) }, Ok(len))
+        (
+            Action::Put {
+                value: v,
+                expire_at: cur.and_then(|c| c.expire_at),
+            },
+            Ok(len),
+        )
     });
     match r {
         Ok(Ok(n)) => Reply::Int(n as i64),
@@ -335,10 +384,17 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Reply {
             },
         };
         match old.checked_add(by) {
-            None => (Action::Keep, Err("ERR increment or decrement would overflow")),
-            Some(n) => {
-                (Action::Put { value: n.to_string().into_bytes(), expire_at: cur.and_then(|c| c.expire_at) }, Ok(n))
-            }
+            None => (
+                Action::Keep,
+                Err("ERR increment or decrement would overflow"),
+            ),
+            Some(n) => (
+                Action::Put {
+                    value: n.to_string().into_bytes(),
+                    expire_at: cur.and_then(|c| c.expire_at),
+                },
+                Ok(n),
+            ),
         }
     });
     match r {
@@ -385,7 +441,13 @@ fn parse_dec(s: &[u8]) -> Option<Dec> {
         _ => (false, s),
     };
     let (num, exp) = match body.iter().position(|&c| c == b'e' || c == b'E') {
-        Some(i) => (&body[..i], std::str::from_utf8(&body[i + 1..]).ok()?.parse::<i32>().ok()?),
+        Some(i) => (
+            &body[..i],
+            std::str::from_utf8(&body[i + 1..])
+                .ok()?
+                .parse::<i32>()
+                .ok()?,
+        ),
         None => (body, 0),
     };
     let mut mant: i128 = 0;
@@ -416,7 +478,10 @@ fn parse_dec(s: &[u8]) -> Option<Dec> {
     if scale > 34 {
         return None;
     }
-    Some(Dec { mant: if neg { -mant } else { mant }, scale: scale as u32 })
+    Some(Dec {
+        mant: if neg { -mant } else { mant },
+        scale: scale as u32,
+    })
 }
 
 /// `%.17Lf` of an exact decimal with trailing zeros (and a bare dot) removed, as Redis prints
@@ -435,9 +500,15 @@ fn format_dec(d: Dec) -> Option<String> {
     let digits = mant.unsigned_abs().to_string();
     let s = scale as usize;
     let (int, frac) = if digits.len() > s {
-        (digits[..digits.len() - s].to_string(), digits[digits.len() - s..].to_string())
+        (
+            digits[..digits.len() - s].to_string(),
+            digits[digits.len() - s..].to_string(),
+        )
     } else {
-        ("0".to_string(), format!("{}{}", "0".repeat(s - digits.len()), digits))
+        (
+            "0".to_string(),
+            format!("{}{}", "0".repeat(s - digits.len()), digits),
+        )
     };
     let frac = frac.trim_end_matches('0');
     let mut out = String::new();
@@ -523,7 +594,10 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         let old = cur.map(|c| c.value).unwrap_or(b"0");
         match incr_float_text(old, by) {
             Ok(s) => (
-                Action::Put { value: s.clone().into_bytes(), expire_at: cur.and_then(|c| c.expire_at) },
+                Action::Put {
+                    value: s.clone().into_bytes(),
+                    expire_at: cur.and_then(|c| c.expire_at),
+                },
                 Ok(s),
             ),
             Err(t) => (Action::Keep, Err(t)),
@@ -546,9 +620,18 @@ mod tests {
         assert_eq!(incr_float_text(b"0.1", b"0.2").unwrap(), "0.3");
         assert_eq!(incr_float_text(b"3", b"1.5e-7").unwrap(), "3.00000015");
         assert_eq!(incr_float_text(b"5.0e3", b"2.0e2").unwrap(), "5200");
-        assert_eq!(incr_float_text(b"3.00000015", b"1e20").unwrap(), "100000000000000000000");
+        assert_eq!(
+            incr_float_text(b"3.00000015", b"1e20").unwrap(),
+            "100000000000000000000"
+        );
         assert_eq!(incr_float_text(b"1", b"-1").unwrap(), "0");
-        assert_eq!(incr_float_text(b"abc", b"1"), Err("ERR value is not a valid float"));
-        assert_eq!(incr_float_text(b"1", b"inf"), Err("ERR increment would produce NaN or Infinity"));
+        assert_eq!(
+            incr_float_text(b"abc", b"1"),
+            Err("ERR value is not a valid float")
+        );
+        assert_eq!(
+            incr_float_text(b"1", b"inf"),
+            Err("ERR increment would produce NaN or Infinity")
+        );
     }
 }
