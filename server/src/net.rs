@@ -303,7 +303,7 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
         }
         check_output_limits(srv, c)?;
         if !c.closing && c.out.len() - c.sent <= OUT_HIGH {
-            if c.paused && srv.paused().is_none() {
+            if c.paused && (!srv.pause_active.load(Relaxed) || srv.paused().is_none()) {
                 c.paused = false;
             }
             // Run what is buffered, then read more.
@@ -320,6 +320,11 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
                     Ok(n) => {
                         srv.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
                         progress = true;
+                        // A short read drained the socket: with edge-triggered epoll, any later
+                        // data raises a new event, so skip the read that would say WouldBlock.
+                        if n < scratch.len() {
+                            c.readable = false;
+                        }
                         if c.rbuf.is_empty() {
                             // Fast path: parse straight from the scratch buffer, keep the rest.
                             run_commands(srv, c, &scratch[..n])?;
@@ -417,7 +422,8 @@ fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
             }
             Ok(Parsed::Command) => {
                 let args = c.parser.args(buf);
-                if let Some((mode, _)) = srv.paused()
+                if srv.pause_active.load(Relaxed)
+                    && let Some((mode, _)) = srv.paused()
                     && paused_by(srv, &args, mode)
                 {
                     c.paused = true;

@@ -164,6 +164,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// (mode, deadline in unix ms) while clients are paused.
     pub pause: Mutex<Option<(PauseMode, u64)>>,
+    /// Whether `pause` may be set (checked without the lock on every command).
+    pub pause_active: AtomicBool,
     pub locks: LockTable,
     pub started: Instant,
     pub run_id: String,
@@ -231,6 +233,7 @@ impl Shared {
             connected: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             pause: Mutex::new(None),
+            pause_active: AtomicBool::new(false),
             locks: LockTable::new(1024),
             started: Instant::now(),
             run_id: run_id(),
@@ -275,6 +278,7 @@ impl Shared {
             && unix_ms() >= until
         {
             *p = None;
+            self.pause_active.store(false, Relaxed);
         }
         *p
     }

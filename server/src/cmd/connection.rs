@@ -352,11 +352,13 @@ pub fn client_pause(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         None => (mode, until),
     };
     *p = Some((m, u));
+    ctx.srv.pause_active.store(true, Relaxed);
     Reply::OK
 }
 
 pub fn client_unpause(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
     *ctx.srv.pause.lock().unwrap() = None;
+    ctx.srv.pause_active.store(false, Relaxed);
     ctx.srv.wake_all();
     Reply::OK
 }
