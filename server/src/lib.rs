@@ -9,6 +9,23 @@
 //! - [`config`]: Redis-named configuration (file, `--name value`, CONFIG GET/SET/REWRITE);
 //! - [`server`]: state shared by the workers (engine, config, clients, stats, lock table).
 //!
+//! # Atomicity of multi-key commands
+//!
+//! Every single-key command is one engine call (`get`, `set`, `update`, `expire`, ...), so it is
+//! atomic on its own, read-modify-writes included (the engine retries the closure on races).
+//! Commands over several keys compose engine calls under a process-wide table of 1024 striped
+//! mutexes ([`server::LockTable`]), locked in ascending stripe order:
+//!
+//! - MSET, MSETNX, MGET, RENAME, RENAMENX, COPY, MOVE take the stripes of all their keys, so
+//!   they are atomic with respect to each other: an MGET never sees half of an MSET, two
+//!   RENAMEs of the same key serialize, MSETNX's existence check and its writes are one step
+//!   against other multi-key commands.
+//! - Single-key commands take no stripe, so they can interleave with a multi-key command: a SET
+//!   of a key between RENAME's read of the source and its delete is lost (RENAME deletes the
+//!   source it copied), a reader during a RENAME may briefly see the value under both names, and
+//!   a SET between MSETNX's check and its write is overwritten.
+//! - FLUSHDB, FLUSHALL and SWAPDB are single engine calls.
+//!
 //! ```
 //! use segkv_server::resp::{Parser, Parsed};
 //! let mut p = Parser::default();
@@ -18,6 +35,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod f80;
 pub mod glob;
 pub mod net;
 pub mod reply;

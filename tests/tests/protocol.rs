@@ -238,3 +238,38 @@ fn maxclients_rejects_with_redis_error() {
     assert_eq!(got, b"-ERR max number of clients reached\r\n");
     assert!(closed);
 }
+
+fn rss(raw: &mut Raw) -> u64 {
+    let info = String::from_utf8(raw.call(&[b"INFO", b"memory"])).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory_rss:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory_rss")
+}
+
+#[test]
+fn idle_connections_cost_little_memory() {
+    let segkv = Server::start(&["--maxclients", "100000"]);
+    let mut probe = segkv.raw();
+    // Warm up the paths a connection touches, then measure.
+    let warm: Vec<Raw> = (0..50).map(|_| segkv.raw()).collect();
+    drop(warm);
+    let before = rss(&mut probe);
+    let mut conns = Vec::new();
+    for _ in 0..2000 {
+        conns.push(Raw::connect(segkv.port));
+    }
+    // Every connection has been served once, so the server really holds it.
+    for c in conns.iter_mut() {
+        c.send(b"PING\r\n");
+    }
+    for c in conns.iter_mut() {
+        assert_eq!(c.reply(), b"+PONG\r\n");
+    }
+    let after = rss(&mut probe);
+    let per_conn = after.saturating_sub(before) / conns.len() as u64;
+    assert!(
+        per_conn < 8 * 1024,
+        "{per_conn} bytes of RSS per idle connection"
+    );
+}

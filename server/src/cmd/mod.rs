@@ -387,3 +387,122 @@ macro_rules! tri {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    //! Handlers run without any socket: a session, the shared state and argument slices.
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::server::{ClientInfo, Session, Shared};
+
+    struct Harness {
+        srv: Shared,
+        s: Session,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let engine =
+                segkv_engine::Engine::open(segkv_engine::Config::new(dir.path().join("data")))
+                    .unwrap();
+            let srv = Shared::new(engine, Config::default());
+            let info = Arc::new(ClientInfo::new(
+                1,
+                "127.0.0.1:1".into(),
+                "127.0.0.1:2".into(),
+                3,
+                0,
+            ));
+            Harness {
+                srv,
+                s: Session::new(info, true),
+                _dir: dir,
+            }
+        }
+
+        /// Runs a command given as words and returns its RESP2 encoding.
+        fn run(&mut self, line: &str) -> String {
+            let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            let mut ctx = Ctx {
+                srv: &self.srv,
+                s: &mut self.s,
+                shutdown: false,
+            };
+            let (reply, _) = dispatch(&mut ctx, &args);
+            let mut out = Vec::new();
+            reply.encode(2, &mut out);
+            String::from_utf8(out).unwrap()
+        }
+    }
+
+    #[test]
+    fn dispatch_checks_arity_and_names() {
+        let mut h = Harness::new();
+        assert_eq!(
+            h.run("get"),
+            "-ERR wrong number of arguments for 'get' command\r\n"
+        );
+        assert_eq!(h.run("GeT k"), "$-1\r\n");
+        assert_eq!(
+            h.run("foo a b"),
+            "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+        );
+        assert_eq!(
+            h.run("client foo"),
+            "-ERR unknown subcommand 'foo'. Try CLIENT HELP.\r\n"
+        );
+        assert_eq!(
+            h.run("config get"),
+            "-ERR wrong number of arguments for 'config|get' command\r\n"
+        );
+    }
+
+    #[test]
+    fn string_handlers_without_tcp() {
+        let mut h = Harness::new();
+        assert_eq!(h.run("SET k 10"), "+OK\r\n");
+        assert_eq!(h.run("INCRBY k 5"), ":15\r\n");
+        assert_eq!(h.run("APPEND k x"), ":3\r\n");
+        assert_eq!(
+            h.run("INCR k"),
+            "-ERR value is not an integer or out of range\r\n"
+        );
+        assert_eq!(h.run("GETRANGE k 0 1"), "$2\r\n15\r\n");
+        assert_eq!(h.run("SELECT 2"), "+OK\r\n");
+        assert_eq!(h.run("GET k"), "$-1\r\n");
+        assert_eq!(h.run("SELECT 0"), "+OK\r\n");
+        assert_eq!(h.run("RENAME k j"), "+OK\r\n");
+        assert_eq!(h.run("MGET k j"), "*2\r\n$-1\r\n$3\r\n15x\r\n");
+        assert_eq!(h.run("EXPIRE j 100"), ":1\r\n");
+        assert_eq!(h.run("TTL j"), ":100\r\n");
+    }
+
+    #[test]
+    fn stats_count_calls_rejections_and_failures() {
+        let mut h = Harness::new();
+        h.run("GET a");
+        h.run("GET");
+        h.run("INCRBY a x");
+        let get = h.srv.table.lookup(b"get").unwrap();
+        assert_eq!(get.stats.calls.load(Relaxed), 1);
+        assert_eq!(get.stats.rejected.load(Relaxed), 1);
+        let incrby = h.srv.table.lookup(b"incrby").unwrap();
+        assert_eq!(incrby.stats.failed.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn every_command_in_the_table_has_a_handler() {
+        let t = Table::build();
+        for c in &t.all {
+            assert!(
+                c.handler.is_some() || !c.subs.is_empty(),
+                "{} has no handler",
+                c.meta.name
+            );
+        }
+    }
+}

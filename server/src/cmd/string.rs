@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use segkv_engine::{Action, Cond, SetExpiry, SetOptions};
 
-use super::{Ctx, NOT_FLOAT, NOT_INT, SYNTAX, engine_err, eq, int_arg};
+use super::{Ctx, NOT_INT, SYNTAX, engine_err, eq, int_arg};
 use crate::reply::Reply;
 use crate::resp::parse_i64;
 use crate::tri;
@@ -425,174 +425,11 @@ pub fn decrby(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     incr_by(ctx, a[1], -by)
 }
 
-/// A decimal number held exactly: `mant * 10^-scale`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Dec {
-    mant: i128,
-    scale: u32,
-}
-
-/// Parses a decimal (`-12.5`, `.5`, `3.`, `1.5e-7`) exactly; `None` for hex, inf, or more
-/// digits than fit.
-fn parse_dec(s: &[u8]) -> Option<Dec> {
-    let (neg, body) = match s.first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (num, exp) = match body.iter().position(|&c| c == b'e' || c == b'E') {
-        Some(i) => (
-            &body[..i],
-            std::str::from_utf8(&body[i + 1..])
-                .ok()?
-                .parse::<i32>()
-                .ok()?,
-        ),
-        None => (body, 0),
-    };
-    let mut mant: i128 = 0;
-    let mut scale: i32 = 0;
-    let mut seen_dot = false;
-    let mut digits = 0;
-    for &c in num {
-        match c {
-            b'.' if !seen_dot => seen_dot = true,
-            b'0'..=b'9' => {
-                mant = mant.checked_mul(10)?.checked_add((c - b'0') as i128)?;
-                digits += 1;
-                if seen_dot {
-                    scale += 1;
-                }
-            }
-            _ => return None,
-        }
-    }
-    if digits == 0 || digits > 34 {
-        return None;
-    }
-    scale = scale.checked_sub(exp)?;
-    if scale < 0 {
-        mant = mant.checked_mul(10i128.checked_pow((-scale) as u32)?)?;
-        scale = 0;
-    }
-    if scale > 34 {
-        return None;
-    }
-    Some(Dec {
-        mant: if neg { -mant } else { mant },
-        scale: scale as u32,
-    })
-}
-
-/// `%.17Lf` of an exact decimal with trailing zeros (and a bare dot) removed, as Redis prints
-/// INCRBYFLOAT results.
-fn format_dec(d: Dec) -> Option<String> {
-    let mut mant = d.mant;
-    let mut scale = d.scale;
-    if scale > 17 {
-        let div = 10i128.checked_pow(scale - 17)?;
-        let q = mant / div;
-        let r = (mant % div).abs();
-        mant = if r * 2 >= div { q + mant.signum() } else { q };
-        scale = 17;
-    }
-    let neg = mant < 0;
-    let digits = mant.unsigned_abs().to_string();
-    let s = scale as usize;
-    let (int, frac) = if digits.len() > s {
-        (
-            digits[..digits.len() - s].to_string(),
-            digits[digits.len() - s..].to_string(),
-        )
-    } else {
-        (
-            "0".to_string(),
-            format!("{}{}", "0".repeat(s - digits.len()), digits),
-        )
-    };
-    let frac = frac.trim_end_matches('0');
-    let mut out = String::new();
-    if neg && (int != "0" || !frac.is_empty()) {
-        out.push('-');
-    }
-    out.push_str(&int);
-    if !frac.is_empty() {
-        out.push('.');
-        out.push_str(frac);
-    }
-    Some(out)
-}
-
-fn add_dec(a: Dec, b: Dec) -> Option<Dec> {
-    let scale = a.scale.max(b.scale);
-    let am = a.mant.checked_mul(10i128.checked_pow(scale - a.scale)?)?;
-    let bm = b.mant.checked_mul(10i128.checked_pow(scale - b.scale)?)?;
-    let mant = am.checked_add(bm)?;
-    // Keep within what a long double represents exactly enough to print the same digits.
-    if mant.unsigned_abs() >= 10u128.pow(18) * 10u128.pow(scale.saturating_sub(17)) {
-        return None;
-    }
-    Some(Dec { mant, scale })
-}
-
-/// Parses a float as Redis's `string2ld` (strtold without leading space, trailing junk or NaN).
-fn parse_float(s: &[u8]) -> Option<f64> {
-    if s.is_empty() || s.len() > 5000 || s[0].is_ascii_whitespace() {
-        return None;
-    }
-    let t = std::str::from_utf8(s).ok()?;
-    let lower = t.to_ascii_lowercase();
-    let v: f64 = match lower.trim_start_matches(['+', '-']) {
-        "inf" | "infinity" => {
-            if t.starts_with('-') {
-                f64::NEG_INFINITY
-            } else {
-                f64::INFINITY
-            }
-        }
-        "nan" => return None,
-        _ => t.parse().ok()?,
-    };
-    if v.is_nan() { None } else { Some(v) }
-}
-
-/// INCRBYFLOAT's result text: exact decimal arithmetic when both sides are plain decimals (which
-/// prints what Redis's long double prints for ordinary values), else f64 arithmetic.
-pub fn incr_float_text(old: &[u8], by: &[u8]) -> Result<String, &'static str> {
-    let ov = parse_float(old).ok_or(NOT_FLOAT)?;
-    let bv = parse_float(by).ok_or(NOT_FLOAT)?;
-    let sum = ov + bv;
-    if sum.is_nan() || sum.is_infinite() {
-        return Err("ERR increment would produce NaN or Infinity");
-    }
-    if let (Some(a), Some(b)) = (parse_dec(old), parse_dec(by))
-        && let Some(s) = add_dec(a, b).and_then(format_dec)
-    {
-        return Ok(s);
-    }
-    let mut s = format!("{sum:.17}");
-    if s.contains('.') {
-        while s.ends_with('0') {
-            s.pop();
-        }
-        if s.ends_with('.') {
-            s.pop();
-        }
-    }
-    if s == "-0" {
-        s = "0".into();
-    }
-    Ok(s)
-}
-
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let by = a[2];
-    if parse_float(by).is_none() {
-        return Reply::err(NOT_FLOAT);
-    }
     let r = ctx.srv.engine.update(ctx.s.db, a[1], |cur| {
         let old = cur.map(|c| c.value).unwrap_or(b"0");
-        match incr_float_text(old, by) {
+        match crate::f80::incr_by_float(old, by) {
             Ok(s) => (
                 Action::Put {
                     value: s.clone().into_bytes(),
@@ -607,31 +444,5 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         Ok(Ok(s)) => Reply::Bulk(s.into_bytes()),
         Ok(Err(t)) => Reply::err(t),
         Err(e) => engine_err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::incr_float_text;
-
-    #[test]
-    fn incrbyfloat_prints_like_redis_for_plain_decimals() {
-        assert_eq!(incr_float_text(b"10.5", b"0.1").unwrap(), "10.6");
-        assert_eq!(incr_float_text(b"0.1", b"0.2").unwrap(), "0.3");
-        assert_eq!(incr_float_text(b"3", b"1.5e-7").unwrap(), "3.00000015");
-        assert_eq!(incr_float_text(b"5.0e3", b"2.0e2").unwrap(), "5200");
-        assert_eq!(
-            incr_float_text(b"3.00000015", b"1e20").unwrap(),
-            "100000000000000000000"
-        );
-        assert_eq!(incr_float_text(b"1", b"-1").unwrap(), "0");
-        assert_eq!(
-            incr_float_text(b"abc", b"1"),
-            Err("ERR value is not a valid float")
-        );
-        assert_eq!(
-            incr_float_text(b"1", b"inf"),
-            Err("ERR increment would produce NaN or Infinity")
-        );
     }
 }
