@@ -166,6 +166,71 @@ fn gets(
     })
 }
 
+/// Operations per store per round of an interleaved comparison.
+const BLOCK: u64 = 200_000;
+const ROUNDS: u64 = 8;
+
+/// Runs `op(store, round)` (which does `BLOCK` operations per thread and returns the wall
+/// time) for every store in turn, `ROUNDS` times, rotating who goes first, and prints each
+/// store's throughput and segkv's ratios. Interleaving in short blocks makes the ratios
+/// robust against load from other processes that comes and goes (this machine is shared).
+fn interleaved(
+    label: &str,
+    threads: usize,
+    names: &[&str],
+    mut op: impl FnMut(usize, u64) -> Duration,
+) {
+    let mut total = vec![Duration::ZERO; names.len()];
+    for round in 0..ROUNDS {
+        for k in 0..names.len() {
+            let s = (k + round as usize) % names.len();
+            total[s] += op(s, round);
+        }
+    }
+    let ops = (BLOCK * ROUNDS) as f64 * threads as f64;
+    let rate: Vec<f64> = total.iter().map(|t| ops / t.as_secs_f64()).collect();
+    let mut line = format!("interleaved {label}:");
+    for (n, r) in names.iter().zip(&rate) {
+        line += &format!(" {n} {:.3} Mops/s;", r / 1e6);
+    }
+    for (n, r) in names.iter().zip(&rate).skip(1) {
+        line += &format!(" {}/{n} {:.2}x", names[0], rate[0] / r);
+    }
+    eprintln!("{line}");
+}
+
+fn interleaved_all(f: &Fixture, stores: &[(&str, &dyn Store)]) {
+    let names: Vec<&str> = stores.iter().map(|s| s.0).collect();
+    for threads in [1usize, 2] {
+        let starts: Vec<AtomicUsize> = stores.iter().map(|_| AtomicUsize::new(0)).collect();
+        interleaved(&format!("get_hit/{threads}t"), threads, &names, |s, _| {
+            gets(stores[s].1, &f.order, threads, BLOCK, &starts[s])
+        });
+    }
+    let mut pos = vec![0usize; stores.len()];
+    interleaved("set_overwrite/1t", 1, &names, |s, round| {
+        let store = stores[s].1;
+        let t0 = Instant::now();
+        for _ in 0..BLOCK {
+            let i = f.order[pos[s]] as usize;
+            store.set(&key(i), &value(i, 1000 + round));
+            pos[s] = (pos[s] + 1) % N_KEYS;
+        }
+        t0.elapsed()
+    });
+    // Fresh keys from 10M on: disjoint from the loaded keys and from set_insert's.
+    let mut next = vec![10 * N_KEYS; stores.len()];
+    interleaved("set_insert/1t", 1, &names, |s, _| {
+        let store = stores[s].1;
+        let t0 = Instant::now();
+        for _ in 0..BLOCK {
+            store.set(&key(next[s]), &value(next[s], 0));
+            next[s] += 1;
+        }
+        t0.elapsed()
+    });
+}
+
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
     group
         .sample_size(10)
@@ -180,6 +245,9 @@ fn bench(c: &mut Criterion) {
         ("dashmap", &f.dash),
         ("papaya", &f.papaya),
     ];
+    if std::env::var_os("SEGKV_BENCH_NO_INTERLEAVED").is_none() {
+        interleaved_all(&f, &stores);
+    }
 
     for threads in [1usize, 2] {
         let mut group = c.benchmark_group(format!("get_hit/{threads}t"));

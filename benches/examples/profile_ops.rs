@@ -7,8 +7,9 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -60
 //! ```
 //!
-//! Arguments: `segkv|dashmap|papaya`, `get|set`, keys to load, operations to run.
-//! Only `hot_loop` is collected, so the load does not show in the profile.
+//! Arguments: `segkv|dashmap|papaya`, `get|set|reopen`, keys to load, operations to run.
+//! Only `hot_loop*` is collected, so the load does not show in the profile. `reopen` (segkv
+//! only) drops the loaded engine and profiles one `Engine::open` of its directory (recovery).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -20,9 +21,14 @@ use segkv_engine::{Engine, FsyncPolicy, SetOptions, WriterKind};
 type Papaya = papaya::HashMap<Box<[u8]>, Box<[u8]>>;
 
 enum Store {
-    Segkv(Engine),
+    Segkv(Box<Engine>),
     Dash(DashMap<Box<[u8]>, Box<[u8]>>),
     Papaya(Papaya),
+}
+
+#[inline(never)]
+fn hot_loop_open(dir: &std::path::Path) -> Engine {
+    open_engine(dir, FsyncPolicy::No, WriterKind::Auto)
 }
 
 #[inline(never)]
@@ -71,11 +77,24 @@ fn main() {
     let n: usize = args.get(3).map_or(1_000_000, |s| s.parse().expect("keys"));
     let m: usize = args.get(4).map_or(1_000_000, |s| s.parse().expect("ops"));
     let dir = tempfile::tempdir().expect("tempdir");
+    if op == "reopen" {
+        let e = open_engine(dir.path(), FsyncPolicy::No, WriterKind::Auto);
+        load(&e, n);
+        drop(e);
+        let t = Instant::now();
+        let e = hot_loop_open(dir.path());
+        println!(
+            "segkv reopen of {n} keys: {:.3} s wall, recovery().seconds {:.3}",
+            t.elapsed().as_secs_f64(),
+            e.recovery().seconds
+        );
+        return;
+    }
     let store = match which {
         "segkv" => {
             let e = open_engine(dir.path(), FsyncPolicy::No, WriterKind::Auto);
             load(&e, n);
-            Store::Segkv(e)
+            Store::Segkv(Box::new(e))
         }
         "dashmap" => {
             let d = DashMap::new();
