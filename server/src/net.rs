@@ -471,6 +471,8 @@ fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
                 let start = c.out.len();
                 if send {
                     reply.encode(c.session.proto, &mut c.out);
+                    // As Redis: limits are checked when a reply is queued, before any write.
+                    check_output_limits(srv, c)?;
                 }
                 if always && outcome.wrote {
                     let need = srv.engine.tail_addr();

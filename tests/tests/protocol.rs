@@ -273,3 +273,31 @@ fn idle_connections_cost_little_memory() {
         "{per_conn} bytes of RSS per idle connection"
     );
 }
+
+#[test]
+fn output_buffer_hard_limit_closes_the_client() {
+    let segkv = Server::start(&[]);
+    let mut raw = segkv.raw();
+    let value = vec![b'v'; 3 << 20];
+    assert_eq!(raw.call(&[b"SET", b"big", &value]), b"+OK\r\n");
+    assert_eq!(
+        raw.call(&[
+            b"CONFIG",
+            b"SET",
+            b"client-output-buffer-limit",
+            b"normal 1mb 0 0"
+        ]),
+        b"+OK\r\n"
+    );
+    raw.send(&encode(&[b"GET", b"big"]));
+    assert!(
+        raw.closed(),
+        "a 3 MB reply over a 1 MB hard limit closes the client"
+    );
+    let mut other = segkv.raw();
+    let info = String::from_utf8(other.call(&[b"INFO", b"stats"])).unwrap();
+    assert!(
+        info.contains("client_output_buffer_limit_disconnections:1"),
+        "{info}"
+    );
+}
