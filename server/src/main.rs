@@ -72,6 +72,13 @@ fn main() {
         let s = srv.clone();
         srv.engine.on_durable(Box::new(move |_addr| s.wake_all()));
     }
+    {
+        let s = srv.clone();
+        std::thread::Builder::new()
+            .name("segkv-stats".into())
+            .spawn(move || s.stats.sample_forever())
+            .expect("spawn stats thread");
+    }
     let workers = match net::start_workers(&srv, threads) {
         Ok(w) => w,
         Err(e) => {

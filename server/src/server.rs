@@ -40,11 +40,47 @@ pub struct Stats {
     pub unexpected_error_replies: AtomicU64,
     pub client_qbuf_limit_disconnections: AtomicU64,
     pub client_outbuf_limit_disconnections: AtomicU64,
+    /// Operations per second, averaged over the last 16 samples (100 ms apart).
+    pub instantaneous_ops: AtomicU64,
+    /// Network input and output in bytes per second (same sampling).
+    pub instantaneous_input: AtomicU64,
+    pub instantaneous_output: AtomicU64,
     /// Error code (first word of an error reply) to count, for INFO errorstats.
     pub errors: Mutex<HashMap<String, u64>>,
 }
 
 impl Stats {
+    /// Samples the counters every 100 ms, as Redis's `trackInstantaneousMetric`, forever.
+    pub fn sample_forever(&self) {
+        const SAMPLES: usize = 16;
+        let counters = [
+            &self.commands_processed,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+        ];
+        let outputs = [
+            &self.instantaneous_ops,
+            &self.instantaneous_input,
+            &self.instantaneous_output,
+        ];
+        let mut rings = [[0u64; SAMPLES]; 3];
+        let mut last: Vec<u64> = counters.iter().map(|c| c.load(Relaxed)).collect();
+        let mut t = Instant::now();
+        let mut i = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let ms = t.elapsed().as_millis().max(1) as u64;
+            t = Instant::now();
+            for k in 0..3 {
+                let now = counters[k].load(Relaxed);
+                rings[k][i % SAMPLES] = now.saturating_sub(last[k]) * 1000 / ms;
+                last[k] = now;
+                outputs[k].store(rings[k].iter().sum::<u64>() / SAMPLES as u64, Relaxed);
+            }
+            i += 1;
+        }
+    }
+
     pub fn reset(&self) {
         for c in [
             &self.connections_received,

@@ -178,3 +178,16 @@ fn bad_config_exits_one_with_redis_style_message() {
         String::from_utf8_lossy(&out.stderr).contains("Bad directive or wrong number of arguments")
     );
 }
+
+#[test]
+fn idle_clients_are_closed_after_timeout() {
+    let s = Server::start(&["--timeout", "1"]);
+    let mut idle = s.raw();
+    assert_eq!(idle.call(&[b"PING"]), b"+PONG\r\n");
+    // The server closes it once it has been idle for more than a second; the read blocks until then.
+    assert!(
+        idle.closed(),
+        "an idle client is closed after `timeout` seconds"
+    );
+    assert_eq!(s.raw().call(&[b"PING"]), b"+PONG\r\n");
+}

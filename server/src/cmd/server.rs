@@ -321,7 +321,18 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             "total_commands_processed:{}",
             s.commands_processed.load(Relaxed)
         );
-        line!("instantaneous_ops_per_sec:0");
+        line!(
+            "instantaneous_ops_per_sec:{}",
+            s.instantaneous_ops.load(Relaxed)
+        );
+        line!(
+            "instantaneous_input_kbps:{:.2}",
+            s.instantaneous_input.load(Relaxed) as f64 / 1024.0
+        );
+        line!(
+            "instantaneous_output_kbps:{:.2}",
+            s.instantaneous_output.load(Relaxed) as f64 / 1024.0
+        );
         line!("total_net_input_bytes:{}", s.net_input_bytes.load(Relaxed));
         line!(
             "total_net_output_bytes:{}",
