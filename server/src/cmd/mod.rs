@@ -369,8 +369,15 @@ pub fn i32_arg(a: &[u8]) -> Result<i32, Reply> {
         .ok_or_else(|| Reply::err(NOT_INT))
 }
 
+/// An engine failure as a reply. A failed log refuses writes the way Redis refuses them after
+/// an AOF write error (`-MISCONF`); anything else is `-ERR` with the engine's text.
 pub fn engine_err(e: EngineError) -> Reply {
-    Reply::error(format!("ERR {e}"))
+    match e {
+        EngineError::Log(segkv_log::LogError::Failed(why)) => {
+            Reply::error(format!("MISCONF Errors writing to the AOF file: {why}"))
+        }
+        e => Reply::error(format!("ERR {e}")),
+    }
 }
 
 pub fn eq(a: &[u8], b: &str) -> bool {
