@@ -309,10 +309,13 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
             // Run what is buffered, then read more.
             if !c.paused && !c.rbuf.is_empty() {
                 let mut rbuf = std::mem::take(&mut c.rbuf);
+                let (in_before, out_before) = (rbuf.len(), c.out.len());
                 run_commands(srv, c, &rbuf)?;
                 c.parser.compact(&mut rbuf);
+                // Progress only if a command ran (input consumed or output queued): a partial
+                // request behind held replies must not spin this loop.
+                progress |= rbuf.len() != in_before || c.out.len() != out_before || c.closing;
                 c.rbuf = rbuf;
-                progress |= c.sent < c.out.len();
             }
             if !c.paused && c.readable && c.out.len() - c.sent <= OUT_HIGH && !c.closing {
                 match c.sock.read(scratch) {
