@@ -20,10 +20,14 @@
 //!   they are atomic with respect to each other: an MGET never sees half of an MSET, two
 //!   RENAMEs of the same key serialize, MSETNX's existence check and its writes are one step
 //!   against other multi-key commands.
-//! - Single-key commands take no stripe, so they can interleave with a multi-key command: a SET
-//!   of a key between RENAME's read of the source and its delete is lost (RENAME deletes the
-//!   source it copied), a reader during a RENAME may briefly see the value under both names, and
-//!   a SET between MSETNX's check and its write is overwritten.
+//! - Single-key commands take no stripe, so they can interleave with a multi-key command, with
+//!   these outcomes: RENAME / RENAMENX / MOVE take the source out in one atomic engine step
+//!   (`update` returning `Delete`) and then write the destination, so a concurrent write to the
+//!   source is never lost (it lands before, and moves, or after, and recreates the source), but
+//!   a reader may briefly see the value under neither name; if a concurrent write creates the
+//!   destination of a RENAMENX / MOVE in that instant, the source is put back and the command
+//!   answers 0. COPY reads then writes. A SET between MSETNX's check and its writes is
+//!   overwritten.
 //! - FLUSHDB, FLUSHALL and SWAPDB are single engine calls.
 //!
 //! ```

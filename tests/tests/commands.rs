@@ -343,3 +343,75 @@ fn redis_cli_works_unchanged() {
     assert!(cli(&["INFO", "server"]).contains("redis_version:"));
     assert_eq!(cli(&["--scan", "--pattern", "greet*"]), "greeting\n");
 }
+
+#[test]
+fn mget_never_sees_half_an_mset() {
+    let s = Server::start(&[]);
+    let port = s.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for i in 0..3000 {
+            let _: () = cmd("MSET")
+                .arg("x")
+                .arg(i)
+                .arg("y")
+                .arg(i)
+                .arg("z")
+                .arg(i)
+                .query(&mut c)
+                .unwrap();
+        }
+    });
+    let mut c = s.client();
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 100 {
+        let v: Vec<Option<i64>> = cmd("MGET")
+            .arg("x")
+            .arg("y")
+            .arg("z")
+            .query(&mut c)
+            .unwrap();
+        assert!(
+            v[0] == v[1] && v[1] == v[2],
+            "MGET saw a partial MSET: {v:?}"
+        );
+        reads += 1;
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn concurrent_renames_neither_lose_nor_duplicate_a_key() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    q::<()>(&mut c, &["SET", "a", "payload"]);
+    let port = s.port;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for _ in 0..500 {
+                    let (from, to) = if t % 2 == 0 { ("a", "b") } else { ("b", "a") };
+                    // "no such key" is expected when the other side won the race.
+                    let _ = cmd("RENAME").arg(from).arg(to).query::<()>(&mut c);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let a: Option<String> = q(&mut c, &["GET", "a"]);
+    let b: Option<String> = q(&mut c, &["GET", "b"]);
+    assert!(
+        a.is_some() != b.is_some(),
+        "exactly one name holds the value: a={a:?} b={b:?}"
+    );
+    assert_eq!(a.or(b).as_deref(), Some("payload"));
+}

@@ -3,10 +3,10 @@
 //!
 //! Multi-key commands (RENAME, RENAMENX, COPY, MOVE) hold the lock-table stripes of every key
 //! they touch, so they are atomic with respect to each other, MSET and MGET. Single-key writes
-//! take no stripe lock, so they may interleave with a RENAME's read-then-write (see the
-//! atomicity notes in the crate docs).
+//! take no stripe lock; RENAME and MOVE take their source in one atomic engine step so such a
+//! write is never lost (see the atomicity notes in the crate docs).
 
-use segkv_engine::{Cond, SetExpiry, SetOptions};
+use segkv_engine::{Action, Cond, SetExpiry, SetOptions};
 
 use super::{Ctx, DB_RANGE, NOT_INT, SYNTAX, engine_err, eq, i32_arg};
 use crate::glob;
@@ -59,23 +59,52 @@ fn transfer(
 ) -> Result<Option<bool>, Reply> {
     let eng = &ctx.srv.engine;
     let _g = ctx.srv.locks.lock(&[(sdb, src), (ddb, dst)]);
-    let Some((value, expire_at)) = eng.read(sdb, src, |c| (c.value.to_vec(), c.expire_at)) else {
-        return Ok(None);
-    };
-    if sdb == ddb && src == dst {
-        return Ok(Some(!nx));
-    }
-    let opts = SetOptions {
+    let same = sdb == ddb && src == dst;
+    let opts = |expire_at: Option<u64>, nx: bool| SetOptions {
         cond: if nx { Cond::IfAbsent } else { Cond::Always },
         expiry: expire_at.map(SetExpiry::At).unwrap_or(SetExpiry::Persist),
         get_old: false,
     };
-    let r = eng.set(ddb, dst, &value, opts).map_err(engine_err)?;
-    if !r.applied {
+    if keep_src || same {
+        let Some((value, expire_at)) = eng.read(sdb, src, |c| (c.value.to_vec(), c.expire_at))
+        else {
+            return Ok(None);
+        };
+        if same {
+            return Ok(Some(!nx));
+        }
+        return Ok(Some(
+            eng.set(ddb, dst, &value, opts(expire_at, nx))
+                .map_err(engine_err)?
+                .applied,
+        ));
+    }
+    if !eng.exists(sdb, src) {
+        return Ok(None);
+    }
+    if nx && eng.exists(ddb, dst) {
         return Ok(Some(false));
     }
-    if !keep_src {
-        eng.delete(sdb, src).map_err(engine_err)?;
+    // Take the source in one atomic step, so a concurrent single-key write to it is never lost:
+    // it lands either before (and moves) or after (and recreates the source).
+    let taken = eng
+        .update(sdb, src, |cur| match cur {
+            Some(c) => (Action::Delete, Some((c.value.to_vec(), c.expire_at))),
+            None => (Action::Keep, None),
+        })
+        .map_err(engine_err)?;
+    let Some((value, expire_at)) = taken else {
+        return Ok(None);
+    };
+    if !eng
+        .set(ddb, dst, &value, opts(expire_at, nx))
+        .map_err(engine_err)?
+        .applied
+    {
+        // A single-key write created the destination meanwhile: put the source back.
+        eng.set(sdb, src, &value, opts(expire_at, true))
+            .map_err(engine_err)?;
+        return Ok(Some(false));
     }
     Ok(Some(true))
 }
