@@ -405,6 +405,7 @@ fn limit_close(srv: &Shared, c: &Conn) -> Result<(), ()> {
 fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
     let max_bulk = srv.limits.proto_max_bulk_len.load(Relaxed);
     let always = srv.appendfsync == FsyncPolicy::Always;
+    let mut touched = false;
     loop {
         if c.out.len() - c.sent > OUT_HIGH || c.closing {
             return Ok(());
@@ -432,9 +433,13 @@ fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
                     c.paused = true;
                     return Ok(());
                 }
-                let info = &c.session.info;
-                info.last_interaction_ms
-                    .store(info.created.elapsed().as_millis() as u64, Relaxed);
+                if !touched {
+                    // Once per batch: idle time has second resolution anyway.
+                    let info = &c.session.info;
+                    info.last_interaction_ms
+                        .store(info.created.elapsed().as_millis() as u64, Relaxed);
+                    touched = true;
+                }
                 let mode_before = c.session.reply;
                 let mut ctx = Ctx {
                     srv,
