@@ -345,6 +345,8 @@ pub struct Session {
     pub close_after_reply: bool,
     /// Whether the connection comes from a loopback address (DEBUG is allowed locally).
     pub local: bool,
+    /// CLIENT NO-TOUCH: commands do not count as accesses (no effect until access times exist).
+    pub no_touch: bool,
 }
 
 /// CLIENT REPLY state.
@@ -361,6 +363,7 @@ pub enum ReplyMode {
 impl Session {
     pub fn new(info: Arc<ClientInfo>, local: bool) -> Self {
         Session {
+            no_touch: false,
             info,
             db: 0,
             proto: 2,

@@ -212,6 +212,8 @@ fn connection_and_client_commands() {
     q::<()>(&mut r, &["CLIENT", "UNPAUSE"]);
     assert_eq!(t.join().unwrap(), "OK");
     assert_eq!(q::<String>(&mut r, &["GET", "x"]), "1");
+    assert_eq!(q::<String>(&mut r, &["CLIENT", "NO-TOUCH", "on"]), "OK");
+    assert_eq!(q::<String>(&mut r, &["CLIENT", "NO-EVICT", "off"]), "OK");
     // CLIENT REPLY OFF / SKIP.
     let mut raw = s.raw();
     raw.send(b"CLIENT REPLY SKIP\r\nSET y 1\r\nGET y\r\nCLIENT REPLY OFF\r\nGET y\r\nCLIENT REPLY ON\r\n");

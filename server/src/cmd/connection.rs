@@ -110,6 +110,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
     ctx.s.info.resp.store(2, Relaxed);
     ctx.s.reply = ReplyMode::On;
     ctx.s.info.no_evict.store(false, Relaxed);
+    ctx.s.no_touch = false;
     ctx.s.info.name.lock().unwrap().clear();
     Reply::status("RESET")
 }
@@ -368,6 +369,17 @@ pub fn client_no_evict(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         ctx.s.info.no_evict.store(true, Relaxed);
     } else if eq(a[2], "off") {
         ctx.s.info.no_evict.store(false, Relaxed);
+    } else {
+        return Reply::err(SYNTAX);
+    }
+    Reply::OK
+}
+
+pub fn client_no_touch(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
+    if eq(a[2], "on") {
+        ctx.s.no_touch = true;
+    } else if eq(a[2], "off") {
+        ctx.s.no_touch = false;
     } else {
         return Reply::err(SYNTAX);
     }

@@ -145,6 +145,7 @@ fn handler_for(name: &str) -> Option<Handler> {
         "client|pause" => c::client_pause,
         "client|unpause" => c::client_unpause,
         "client|no-evict" => c::client_no_evict,
+        "client|no-touch" => c::client_no_touch,
         "client|reply" => c::client_reply,
         "command" => v::command,
         "command|count" => v::command_count,
@@ -182,6 +183,22 @@ fn flags_of(m: &Meta) -> u32 {
     })
 }
 
+/// CLIENT NO-TOUCH arrived in Redis 7.2, after the 7.0 metadata the table is generated from;
+/// its metadata is Redis 7.2's. segkv keeps no access times yet, so it only records the mode.
+static CLIENT_NO_TOUCH: Meta = Meta {
+    name: "client|no-touch",
+    arity: 3,
+    flags: &["noscript", "loading", "stale"],
+    first_key: 0,
+    last_key: 0,
+    step: 0,
+    acl: &["@slow", "@connection"],
+    tips: meta_types::M::Set(&[]),
+    key_specs: meta_types::M::Set(&[]),
+    docs: meta_types::M::Null,
+    subcommands: &[],
+};
+
 impl Table {
     pub fn build() -> Table {
         let mut t = Table {
@@ -191,7 +208,12 @@ impl Table {
         };
         for m in meta::META {
             let id = t.add(m);
-            for sm in m.subcommands {
+            let extra: &[&'static Meta] = if m.name == "client" {
+                &[&CLIENT_NO_TOUCH]
+            } else {
+                &[]
+            };
+            for sm in m.subcommands.iter().chain(extra.iter().copied()) {
                 let sid = t.add(sm);
                 let sub = sm.name.split_once('|').map(|(_, s)| s).unwrap_or(sm.name);
                 t.all[id].subs.insert(sub.as_bytes().to_vec(), sid);

@@ -11,12 +11,11 @@ use crate::server::unix_ms;
 
 fn info_entry(ctx: &Ctx<'_>, c: &Command) -> Reply {
     let m = c.meta;
-    let subs: Vec<Reply> = c
-        .meta
-        .subcommands
-        .iter()
-        .filter_map(|sm| ctx.srv.table.all.iter().find(|x| std::ptr::eq(x.meta, sm)))
-        .map(|sc| info_entry(ctx, sc))
+    let mut ids: Vec<usize> = c.subs.values().copied().collect();
+    ids.sort_unstable();
+    let subs: Vec<Reply> = ids
+        .into_iter()
+        .map(|i| info_entry(ctx, &ctx.srv.table.all[i]))
         .collect();
     Reply::Array(vec![
         Reply::bulk(m.name),
