@@ -283,6 +283,9 @@ pub fn parse(s: &[u8]) -> Option<F80> {
     if lower == b"inf" || lower == b"infinity" {
         return Some(F80::Inf { neg });
     }
+    if lower.starts_with(b"0x") {
+        return parse_hex(neg, &body[2..]);
+    }
     let (num, exp10) = match body.iter().position(|&c| c == b'e' || c == b'E') {
         Some(i) => {
             let e = &body[i + 1..];
@@ -351,6 +354,57 @@ pub fn parse(s: &[u8]) -> Option<F80> {
     };
     match v {
         F80::Finite { .. } => Some(v),
+        _ => None,
+    }
+}
+
+/// The part of a hex float after `0x`: hex digits, an optional `.`, an optional `p` exponent.
+fn parse_hex(neg: bool, s: &[u8]) -> Option<F80> {
+    let (num, exp2) = match s.iter().position(|&c| c == b'p' || c == b'P') {
+        Some(i) => {
+            let e = &s[i + 1..];
+            let digits = e
+                .strip_prefix(b"-")
+                .or_else(|| e.strip_prefix(b"+"))
+                .unwrap_or(e);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v: i64 = std::str::from_utf8(digits)
+                .ok()?
+                .parse()
+                .unwrap_or(i64::MAX / 2);
+            (&s[..i], if e.first() == Some(&b'-') { -v } else { v })
+        }
+        None => (s, 0),
+    };
+    let mut h = Big(Vec::new());
+    let (mut frac, mut digits, mut seen_dot) = (0i64, 0, false);
+    for &c in num {
+        match c {
+            b'.' if !seen_dot => seen_dot = true,
+            c if c.is_ascii_hexdigit() => {
+                h.mul_small(16);
+                h.add_small((c as char).to_digit(16)?);
+                digits += 1;
+                if seen_dot {
+                    frac += 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    if h.is_zero() {
+        return Some(F80::Zero { neg });
+    }
+    if digits > 2000 || exp2.abs() > 100_000 {
+        return None;
+    }
+    match round(neg, &h, exp2 - 4 * frac, false) {
+        v @ F80::Finite { .. } => Some(v),
         _ => None,
     }
 }
@@ -497,12 +551,14 @@ mod tests {
         assert_eq!(incr("1", "-1"), "0");
         assert_eq!(incr("-0", "0"), "0");
         assert_eq!(incr("0", "-0.5"), "-0.5");
+        assert_eq!(incr("0x10", "1"), "17");
+        assert_eq!(incr("0x1.8p1", "-0X1P-2"), "2.75");
     }
 
     #[test]
     fn rejects_what_string2ld_rejects() {
         for bad in [
-            "", " 1", "1 ", "abc", "1e", "nan", "1e99999", "1e-99999", "0x10", "1.2.3",
+            "", " 1", "1 ", "abc", "1e", "nan", "1e99999", "1e-99999", "0x", "0x1p", "1.2.3",
         ] {
             assert_eq!(
                 incr_by_float(bad.as_bytes(), b"1"),

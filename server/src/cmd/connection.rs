@@ -172,39 +172,35 @@ pub fn client_line(ctx: &Ctx<'_>, c: &ClientInfo) -> String {
 }
 
 pub fn client_list(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
+    // As Redis 7.0: `TYPE t` alone, or `ID id...`, or nothing.
     let mut ids: Option<Vec<u64>> = None;
-    let mut j = 2;
-    while j < a.len() {
-        if eq(a[j], "type") && j + 1 < a.len() {
-            let t = a[j + 1];
-            if !(eq(t, "normal")
-                || eq(t, "master")
-                || eq(t, "replica")
-                || eq(t, "slave")
-                || eq(t, "pubsub"))
-            {
-                return Reply::error(format!(
-                    "ERR Unknown client type '{}'",
-                    String::from_utf8_lossy(t)
-                ));
-            }
-            if !eq(t, "normal") {
-                ids = Some(vec![]);
-            }
-            j += 2;
-        } else if eq(a[j], "id") && j + 1 < a.len() {
-            let mut v = ids.take().unwrap_or_default();
-            for raw in &a[j + 1..] {
-                match parse_i64(raw) {
-                    Some(id) if id > 0 => v.push(id as u64),
-                    _ => return Reply::err("ERR Invalid client ID"),
-                }
-            }
-            ids = Some(v);
-            j = a.len();
-        } else {
-            return Reply::err(SYNTAX);
+    if a.len() == 4 && eq(a[2], "type") {
+        let t = a[3];
+        if !(eq(t, "normal")
+            || eq(t, "master")
+            || eq(t, "replica")
+            || eq(t, "slave")
+            || eq(t, "pubsub"))
+        {
+            return Reply::error(format!(
+                "ERR Unknown client type '{}'",
+                String::from_utf8_lossy(t)
+            ));
         }
+        if !eq(t, "normal") {
+            ids = Some(vec![]);
+        }
+    } else if a.len() > 3 && eq(a[2], "id") {
+        let mut v = Vec::new();
+        for raw in &a[3..] {
+            match parse_i64(raw) {
+                Some(id) if id > 0 => v.push(id as u64),
+                _ => return Reply::err("ERR Invalid client ID"),
+            }
+        }
+        ids = Some(v);
+    } else if a.len() != 2 {
+        return Reply::err(SYNTAX);
     }
     let mut clients: Vec<_> = ctx.srv.clients.lock().unwrap().values().cloned().collect();
     clients.sort_by_key(|c| c.id);
@@ -322,6 +318,12 @@ pub fn client_kill(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 }
 
 pub fn client_pause(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
+    if a.len() > 4 {
+        return Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(a[1])
+        ));
+    }
     let ms = match parse_i64(a[2]) {
         Some(v) => v,
         None => return Reply::err("ERR timeout is not an integer or out of range"),
@@ -335,9 +337,6 @@ pub fn client_pause(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         Some(m) if eq(m, "write") => PauseMode::Write,
         Some(_) => return Reply::err("ERR CLIENT PAUSE mode must be WRITE or ALL"),
     };
-    if a.len() > 4 {
-        return Reply::err(SYNTAX);
-    }
     let until = unix_ms().saturating_add(ms as u64);
     let mut p = ctx.srv.pause.lock().unwrap();
     // As Redis: a later deadline wins, and ALL wins over WRITE.
