@@ -37,6 +37,22 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Options accepted for compatibility that do not act yet: say so rather than surprise.
+    if cfg.get("daemonize") == "yes" {
+        eprintln!("segkv: warning: daemonize is not supported; running in the foreground");
+    }
+    if !cfg.get("replicaof").is_empty() {
+        eprintln!("segkv: warning: replication is not implemented yet; replicaof is ignored");
+    }
+    if !cfg.get("logfile").is_empty() {
+        eprintln!("segkv: warning: logfile is not supported yet; logging to stderr");
+    }
+    let pidfile = cfg.get("pidfile").to_string();
+    if !pidfile.is_empty()
+        && let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+    {
+        eprintln!("segkv: warning: cannot write pidfile {pidfile}: {e}");
+    }
     let mut ecfg = EngineConfig::new(cfg.dir());
     ecfg.databases = cfg.databases();
     ecfg.appendfsync = cfg.appendfsync();
