@@ -9,6 +9,7 @@
 //! See `docs/format.md` for the byte layout of segments and records.
 
 pub mod epoch;
+pub mod inspect;
 mod error;
 mod log;
 mod mem;

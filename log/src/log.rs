@@ -521,9 +521,22 @@ impl Log {
             Ok(())
         };
         self.sh.shutdown.store(true, Ordering::Release);
-        if let Some(h) = self.flusher.lock().unwrap().take() {
-            h.thread().unpark();
-            let _ = h.join();
+        let joined = match self.flusher.lock().unwrap().take() {
+            Some(h) => {
+                h.thread().unpark();
+                h.join().is_ok()
+            }
+            None => false,
+        };
+        if joined && r.is_ok() {
+            // A clean close leaves the active segment's file ending at its data, as a sealed
+            // one does, instead of at its preallocated capacity.
+            let g = pin();
+            let active = self.sh.active.load(&g);
+            let durable = self.durable_addr();
+            if durable >= active.base && durable - active.base <= active.capacity {
+                let _ = active.file.set_len(durable - active.base);
+            }
         }
         r
     }
@@ -699,7 +712,10 @@ impl Flusher {
         // The next segment's file must survive a crash before anything in it is reported
         // durable: sync the directory entry that names it.
         if let Err(e) = sync_dir(&self.sh.cfg.dir) {
-            fail(&self.sh, format!("fsync of directory {}: {e}", self.sh.cfg.dir.display()));
+            fail(
+                &self.sh,
+                format!("fsync of directory {}: {e}", self.sh.cfg.dir.display()),
+            );
             return false;
         }
         self.cur = next;

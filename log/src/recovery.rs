@@ -33,7 +33,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
 }
 
 /// Whether `data` holds a valid record at some 4-aligned offset at or after `from`.
-fn valid_record_after(data: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn valid_record_after(data: &[u8], from: usize) -> Option<usize> {
     let mut p = from.next_multiple_of(4);
     while p + record::HEADER_LEN <= data.len() {
         if let Ok(Scanned::Record(..)) = record::scan(&data[p..]) {
