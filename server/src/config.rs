@@ -91,7 +91,8 @@ static DEFS: &[Def] = &[
         "everysec",
         false
     ),
-    def!("appendonly", Kind::Bool, "no", true),
+    // The log is the data: always on. Accepted (and settable) for compatibility only.
+    def!("appendonly", Kind::Bool, "yes", true),
     def!("appendfilename", Kind::Str, "appendonly.aof", false),
     def!("appenddirname", Kind::Str, "appendonlydir", false),
     def!("threads", Kind::Int(1, 1024), "0", false),
