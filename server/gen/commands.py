@@ -4,6 +4,7 @@ key positions, ACL categories, tips, key specs, docs), read from a real redis-se
 COMMAND INFO / COMMAND DOCS answer byte-for-byte as Redis does.
 
 usage: redis-server --port 7777 --save '' --daemonize yes; python3 server/gen/commands.py 7777
+       cargo fmt -p segkv-server   # the checked-in file is rustfmt-formatted
 """
 import socket, sys
 

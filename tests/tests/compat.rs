@@ -456,3 +456,118 @@ fn every_reply_matches_redis_byte_for_byte_resp2() {
 fn every_reply_matches_redis_byte_for_byte_resp3() {
     compare(SCRIPT, true);
 }
+
+/// Parses a flat RESP array of bulk strings into its items.
+fn bulk_items(reply: &[u8]) -> Vec<Vec<u8>> {
+    let mut items = Vec::new();
+    let mut pos = reply.iter().position(|&b| b == b'\n').unwrap() + 1;
+    while pos < reply.len() {
+        let nl = pos + reply[pos..].iter().position(|&b| b == b'\n').unwrap();
+        let len: usize = std::str::from_utf8(&reply[pos + 1..nl - 1])
+            .unwrap()
+            .parse()
+            .unwrap();
+        items.push(reply[nl + 1..nl + 1 + len].to_vec());
+        pos = nl + 1 + len + 2;
+    }
+    items
+}
+
+#[test]
+fn keys_glob_matching_agrees_with_redis() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed: skipping");
+        return;
+    };
+    let segkv = Server::start(&[]);
+    let (mut a, mut b) = (segkv.raw(), redis.raw());
+    let keys: &[&[u8]] = &[
+        b"",
+        b"a",
+        b"b",
+        b"ab",
+        b"abc",
+        b"aXc",
+        b"a*c",
+        b"a?c",
+        b"a[c",
+        b"a]c",
+        b"a\\c",
+        b"a-c",
+        b"hello",
+        b"hallo",
+        b"hxllo",
+        b"Hello",
+        b"user:1",
+        b"user:10",
+        b"user:2:x",
+        b"\x80",
+        b"\xff",
+        b"a\x00b",
+        b"^",
+        b"[",
+        b"]",
+        b"-",
+    ];
+    for k in keys {
+        a.call(&[b"SET", k, b"1"]);
+        b.call(&[b"SET", k, b"1"]);
+    }
+    let patterns: &[&[u8]] = &[
+        b"*",
+        b"?",
+        b"??",
+        b"a*",
+        b"*c",
+        b"a?c",
+        b"a\\?c",
+        b"a\\*c",
+        b"a[bX]c",
+        b"a[^bX]c",
+        b"a[a-z]c",
+        b"a[z-a]c",
+        b"a[A-Z]c",
+        b"h[ae]llo",
+        b"h[^e]llo",
+        b"h*llo",
+        b"user:*",
+        b"user:?",
+        b"user:[0-9]*",
+        b"[",
+        b"[]",
+        b"[]]",
+        b"a[",
+        b"a[\\]]c",
+        b"a[-]c",
+        b"a[b-]c",
+        b"\\",
+        b"a\\",
+        b"*\\",
+        b"[\x80-\xff]",
+        b"[a-\x80]",
+        b"a\x00b",
+        b"**a**",
+        b"*?*",
+        b"[^a-z]",
+        b"[^]",
+        b"\\[",
+        b"^",
+        b"a[!b]c",
+    ];
+    let mut diffs = Vec::new();
+    for p in patterns {
+        let mut ours = bulk_items(&a.call(&[b"KEYS", p]));
+        let mut theirs = bulk_items(&b.call(&[b"KEYS", p]));
+        ours.sort();
+        theirs.sort();
+        if ours != theirs {
+            diffs.push(format!(
+                "KEYS {:?}: segkv {:?} redis {:?}",
+                String::from_utf8_lossy(p),
+                ours,
+                theirs
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
