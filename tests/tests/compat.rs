@@ -571,3 +571,48 @@ fn keys_glob_matching_agrees_with_redis() {
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+#[test]
+fn command_info_and_docs_match_redis_for_every_command() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed: skipping");
+        return;
+    };
+    let segkv = Server::start(&[]);
+    let (mut a, mut b) = (segkv.raw(), redis.raw());
+    let mut diffs = Vec::new();
+    let mut compared = 0;
+    for proto in [b"2", b"3"] {
+        a.call(&[b"HELLO", proto]);
+        b.call(&[b"HELLO", proto]);
+        for name in bulk_items(&a.call(&[b"COMMAND", b"LIST"])) {
+            // Containers list only the subcommands segkv implements, so only leaves compare whole.
+            if name.contains(&b'|')
+                || name == b"client"
+                || name == b"object"
+                || name == b"config"
+                || name == b"command"
+                || name == b"function"
+            {
+                continue;
+            }
+            compared += 1;
+            for sub in [&b"INFO"[..], b"DOCS"] {
+                let (ours, theirs) = (
+                    a.call(&[b"COMMAND", sub, &name]),
+                    b.call(&[b"COMMAND", sub, &name]),
+                );
+                if ours != theirs {
+                    diffs.push(format!(
+                        "RESP{} COMMAND {} {}",
+                        proto[0] as char,
+                        String::from_utf8_lossy(sub),
+                        String::from_utf8_lossy(&name)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(compared > 100, "only {compared} commands compared");
+    assert!(diffs.is_empty(), "differ from Redis:\n{}", diffs.join("\n"));
+}
