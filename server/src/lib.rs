@@ -16,9 +16,10 @@
 //! Commands over several keys compose engine calls under a process-wide table of 1024 striped
 //! mutexes ([`server::LockTable`]), locked in ascending stripe order:
 //!
-//! - MSET, MSETNX, MGET, RENAME, RENAMENX, COPY, MOVE take the stripes of all their keys, so
-//!   they are atomic with respect to each other: an MGET never sees half of an MSET, two
-//!   RENAMEs of the same key serialize, MSETNX's existence check and its writes are one step
+//! - MSET, MSETNX, MGET, DEL / UNLINK of several keys, RENAME, RENAMENX, COPY, MOVE take the
+//!   stripes of all their keys, so they are atomic with respect to each other: an MGET never
+//!   sees half of an MSET or of a DEL, two RENAMEs of the same key serialize, MSETNX's
+//!   existence check and its writes are one step
 //!   against other multi-key commands.
 //! - Single-key commands take no stripe, so they can interleave with a multi-key command, with
 //!   these outcomes: RENAME / RENAMENX / MOVE take the source out in one atomic engine step

@@ -15,6 +15,14 @@ use crate::resp::parse_i64;
 use crate::tri;
 
 pub fn del(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
+    // Several keys go together, as one step against other multi-key commands.
+    let db = ctx.s.db;
+    let keys: Vec<(usize, &[u8])> = if a.len() > 2 {
+        a[1..].iter().map(|k| (db, *k)).collect()
+    } else {
+        Vec::new()
+    };
+    let _g = ctx.srv.locks.lock(&keys);
     let mut n = 0;
     for k in &a[1..] {
         match ctx.srv.engine.delete(ctx.s.db, k) {
