@@ -63,6 +63,12 @@ impl Index {
         self.0.install(&found.0, new)
     }
 
+    /// Whether an insert at `found` must first help the migration (the table it would go into
+    /// is being migrated into and is over its load limit).
+    pub fn must_help_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
+        self.0.must_help_first(&found.0, g)
+    }
+
     /// Adjusts the live-key count (the store does it after each install; resize sizes by it).
     pub fn add_live(&self, delta: i64) {
         self.0.live.fetch_add(delta, crate::sync::Ordering::Relaxed);
