@@ -43,7 +43,9 @@ pub(crate) struct Entered<'a> {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        self.gate.shards[self.shard].0.fetch_sub(1, Ordering::Release);
+        self.gate.shards[self.shard]
+            .0
+            .fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -60,7 +62,11 @@ impl Drop for Closed<'_> {
 
 impl Gate {
     pub(crate) fn new() -> Gate {
-        Gate { closed: AtomicBool::new(false), closers: Mutex::new(()), shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+        Gate {
+            closed: AtomicBool::new(false),
+            closers: Mutex::new(()),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
     }
 
     /// Enter for one write operation. Never call `close` while holding this.
@@ -94,7 +100,10 @@ impl Gate {
                 }
             }
         }
-        Closed { gate: self, _serial: serial }
+        Closed {
+            gate: self,
+            _serial: serial,
+        }
     }
 }
 

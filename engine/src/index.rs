@@ -167,7 +167,13 @@ enum Probe<'g> {
 }
 
 /// Probes `t` for `key` without following `next`.
-fn probe<'g, K: KeySource + ?Sized>(t: &'g Table, log: &K, key: &[u8], h: u64, g: &EpochGuard) -> Probe<'g> {
+fn probe<'g, K: KeySource + ?Sized>(
+    t: &'g Table,
+    log: &K,
+    key: &[u8],
+    h: u64,
+    g: &EpochGuard,
+) -> Probe<'g> {
     let n = t.nslots();
     let mut i = t.home(h);
     for _ in 0..n {
@@ -179,7 +185,8 @@ fn probe<'g, K: KeySource + ?Sized>(t: &'g Table, log: &K, key: &[u8], h: u64, g
         if v == MOVED_EMPTY {
             return Probe::Absent(None);
         }
-        if v != MOVED && tag_matches(v, h) && log.key_at(slot_addr(v), g).is_some_and(|k| k == key) {
+        if v != MOVED && tag_matches(v, h) && log.key_at(slot_addr(v), g).is_some_and(|k| k == key)
+        {
             return Probe::Hit(s, v);
         }
         i += 1;
@@ -195,7 +202,10 @@ pub(crate) enum Found<'g> {
     /// The key's slot (its value may be a tomb).
     Hit { slot: &'g AtomicU64, v: u64 },
     /// The key has no slot; it may be inserted by CAS into this empty slot of the newest table.
-    Miss { table: &'g Table, slot: &'g AtomicU64 },
+    Miss {
+        table: &'g Table,
+        slot: &'g AtomicU64,
+    },
 }
 
 /// One keyspace's index.
@@ -209,7 +219,11 @@ pub(crate) struct Index {
 
 impl Index {
     pub(crate) fn new(table: Table) -> Index {
-        Index { table: EpochCell::new(Arc::new(table)), live: AtomicI64::new(0), expires: AtomicI64::new(0) }
+        Index {
+            table: EpochCell::new(Arc::new(table)),
+            live: AtomicI64::new(0),
+            expires: AtomicI64::new(0),
+        }
     }
 
     pub(crate) fn current<'g>(&'g self, g: &'g EpochGuard) -> &'g Arc<Table> {
@@ -266,9 +280,13 @@ impl Index {
     /// CAS for a found position. On success adjusts the used count for claimed empty slots.
     pub(crate) fn install(&self, found: &Found<'_>, new: u64) -> bool {
         match *found {
-            Found::Hit { slot, v, .. } => slot.compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+            Found::Hit { slot, v, .. } => slot
+                .compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
             Found::Miss { table, slot } => {
-                let ok = slot.compare_exchange(EMPTY, new, Ordering::AcqRel, Ordering::Acquire).is_ok();
+                let ok = slot
+                    .compare_exchange(EMPTY, new, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
                 if ok {
                     table.used.fetch_add(1, Ordering::Relaxed);
                 }
@@ -283,7 +301,8 @@ impl Index {
     pub(crate) fn must_help_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
         match found {
             Found::Miss { table, .. } => {
-                !std::ptr::eq(*table, &**self.current(g)) && table.used.load(Ordering::Relaxed) > table.max_used()
+                !std::ptr::eq(*table, &**self.current(g))
+                    && table.used.load(Ordering::Relaxed) > table.max_used()
             }
             Found::Hit { .. } => false,
         }
@@ -303,7 +322,9 @@ impl Index {
         }
         let live = self.len() as usize;
         model_point();
-        let _ = t.next.set(Arc::new(Table::for_keys(live.max(t.nslots() / 2))));
+        let _ = t
+            .next
+            .set(Arc::new(Table::for_keys(live.max(t.nslots() / 2))));
     }
 
     pub(crate) fn resizing(&self, g: &EpochGuard) -> bool {
@@ -316,7 +337,10 @@ impl Index {
         let Some(next) = cur.next() else { return false };
         let n = cur.nslots();
         // Small tables get small chunks, so several writers can finish them together.
-        #[allow(clippy::manual_clamp, reason = "CHUNK may be below 16 (model checking)")]
+        #[allow(
+            clippy::manual_clamp,
+            reason = "CHUNK may be below 16 (model checking)"
+        )]
         let chunk = (n / 64).max(16).min(CHUNK);
         let start = cur.cursor.fetch_add(chunk, Ordering::AcqRel);
         if start >= n {
@@ -365,7 +389,11 @@ impl Index {
         let mut out = Vec::new();
         let mut t: &Table = self.current(g);
         loop {
-            out.push((0..t.nslots()).map(|i| t.slot(i).load(Ordering::Acquire)).collect());
+            out.push(
+                (0..t.nslots())
+                    .map(|i| t.slot(i).load(Ordering::Acquire))
+                    .collect(),
+            );
             match t.next() {
                 Some(n) => t = n,
                 None => return out,
@@ -374,7 +402,12 @@ impl Index {
     }
 
     /// A slot value chosen at random among the live entries near a random position.
-    pub(crate) fn random_entry(&self, r: u64, g: &EpochGuard, mut ok: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub(crate) fn random_entry(
+        &self,
+        r: u64,
+        g: &EpochGuard,
+        mut ok: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
         let mut t: &Table = self.current(g);
         if let Some(n) = t.next() {
             t = n;
@@ -401,7 +434,9 @@ fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: 
             copy_newer(next, v, log, g);
         }
         let mark = if v == EMPTY { MOVED_EMPTY } else { MOVED };
-        if s.compare_exchange(v, mark, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if s.compare_exchange(v, mark, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             return;
         }
     }
@@ -409,12 +444,18 @@ fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: 
 
 /// Puts entry `v` into `t` unless `t` already holds a newer entry of the same key.
 fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard) {
-    let Some(key) = log.key_at(slot_addr(v), g) else { return };
+    let Some(key) = log.key_at(slot_addr(v), g) else {
+        return;
+    };
     let h = hash(key);
     loop {
         match probe(t, log, key, h, g) {
             Probe::Hit(slot, cur) => {
-                if !newer(v, cur) || slot.compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if !newer(v, cur)
+                    || slot
+                        .compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
                     return;
                 }
             }
@@ -423,7 +464,10 @@ fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard)
                     return;
                 }
                 let slot = slot.expect("new index table full during migration");
-                if slot.compare_exchange(EMPTY, v, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if slot
+                    .compare_exchange(EMPTY, v, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     t.used.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

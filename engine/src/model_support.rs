@@ -50,12 +50,24 @@ impl Index {
         Index(index::Index::new(index::Table::with_buckets(buckets)))
     }
 
-    pub fn find<'g, K: KeySource + ?Sized>(&'g self, log: &K, key: &[u8], h: u64, g: &'g EpochGuard) -> Found<'g> {
+    pub fn find<'g, K: KeySource + ?Sized>(
+        &'g self,
+        log: &K,
+        key: &[u8],
+        h: u64,
+        g: &'g EpochGuard,
+    ) -> Found<'g> {
         Found(self.0.find(log, key, h, g))
     }
 
     /// The live slot value of `key`, if any.
-    pub fn get<K: KeySource + ?Sized>(&self, log: &K, key: &[u8], h: u64, g: &EpochGuard) -> Option<u64> {
+    pub fn get<K: KeySource + ?Sized>(
+        &self,
+        log: &K,
+        key: &[u8],
+        h: u64,
+        g: &EpochGuard,
+    ) -> Option<u64> {
         self.0.get(log, key, h, g).map(|(v, _)| v)
     }
 

@@ -80,20 +80,30 @@ struct Arena {
 
 impl Arena {
     fn new() -> Arena {
-        Arena { next: AtomicU64::new(0), recs: (0..CAP).map(|_| OnceLock::new()).collect() }
+        Arena {
+            next: AtomicU64::new(0),
+            recs: (0..CAP).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     fn append(&self, key: &[u8], payload: u64, tomb: bool) -> u64 {
         let i = self.next.fetch_add(1, Ordering::SeqCst) as usize;
         assert!(i < CAP, "model arena full");
-        let rec = Rec { key: key.to_vec(), payload, tomb, aborted: AtomicBool::new(false) };
+        let rec = Rec {
+            key: key.to_vec(),
+            payload,
+            tomb,
+            aborted: AtomicBool::new(false),
+        };
         assert!(self.recs[i].set(rec).is_ok());
         (i as u64 + 1) * 4
     }
 
     fn rec(&self, addr: u64) -> &Rec {
         let i = (addr / 4).checked_sub(1).expect("address 0 in the index") as usize;
-        self.recs[i].get().expect("the index holds an address that was never written")
+        self.recs[i]
+            .get()
+            .expect("the index holds an address that was never written")
     }
 }
 
@@ -119,7 +129,11 @@ struct Model {
 
 impl Model {
     fn new(buckets: usize) -> Arc<Model> {
-        Arc::new(Model { index: Index::with_buckets(buckets), gate: Gate::default(), log: Arena::new() })
+        Arc::new(Model {
+            index: Index::with_buckets(buckets),
+            gate: Gate::default(),
+            log: Arena::new(),
+        })
     }
 
     /// `Engine::update`, step for step. Returns the address installed, if any.
@@ -157,7 +171,10 @@ impl Model {
                     index.add_live(i64::from(!tomb) - i64::from(live_v));
                     break Some(addr);
                 }
-                self.log.rec(addr).aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+                self.log
+                    .rec(addr)
+                    .aborted
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             };
             grow = index.needs_resize(&g);
         }
@@ -188,7 +205,13 @@ impl Model {
 
     /// SET NX: writes only if the key has no live entry.
     fn set_nx(&self, key: &[u8], payload: u64) -> Option<u64> {
-        self.update(key, |cur| if cur.is_some() { Op::Keep } else { Op::Put(payload) })
+        self.update(key, |cur| {
+            if cur.is_some() {
+                Op::Keep
+            } else {
+                Op::Put(payload)
+            }
+        })
     }
 
     /// The live entry of `key` as a reader sees it (`Engine::read`): (address, payload).
@@ -259,14 +282,22 @@ impl Model {
                     assert_eq!(is_tomb(v), rec.tomb, "key {:?}: tomb bit", key_str(key));
                 }
                 // A tomb is not copied into a new table where the key has no slot.
-                None => assert!(rec.tomb, "key {:?} lost (newest install {addr})", key_str(key)),
+                None => assert!(
+                    rec.tomb,
+                    "key {:?} lost (newest install {addr})",
+                    key_str(key)
+                ),
             }
         }
         let tables = self.index.tables(&g);
         assert_eq!(tables.len(), 1, "migration did not finish");
         for &v in tables[0].iter().filter(|&&v| is_entry(v)) {
             let key = &self.log.rec(slot_addr(v)).key;
-            assert!(newest.contains_key(&key[..]), "key {:?} in the index was never installed", key_str(key));
+            assert!(
+                newest.contains_key(&key[..]),
+                "key {:?} in the index was never installed",
+                key_str(key)
+            );
         }
     }
 }
@@ -289,7 +320,10 @@ fn config() -> shuttle::Config {
 
 /// Iterations, scaled by SHUTTLE_SCALE (default 1) for longer runs by hand.
 fn iters(n: usize) -> usize {
-    let scale = std::env::var("SHUTTLE_SCALE").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+    let scale = std::env::var("SHUTTLE_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1);
     n * scale.max(1)
 }
 
@@ -314,12 +348,22 @@ fn run_threads(
             thread::spawn(move || body(&m, t))
         })
         .collect();
-    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
 }
 
 /// Inserts `n` keys `pre0..` from the model's main thread before any other thread starts.
 fn prefill(m: &Model, n: usize) -> Vec<(Vec<u8>, u64)> {
-    (0..n).map(|i| (key("pre", i), m.put(&key("pre", i), 1000 + i as u64).unwrap())).collect()
+    (0..n)
+        .map(|i| {
+            (
+                key("pre", i),
+                m.put(&key("pre", i), 1000 + i as u64).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// (a) + (c): threads insert the same keys, in different orders; no resize (5 keys in 16 slots),
@@ -348,7 +392,11 @@ fn same_key_gets_one_slot() {
 
 /// (a) + (c) with a resize: 12 keys prefilled in 16 slots (limit 14), then each thread inserts
 /// shared and own keys, so the table crosses its limit mid-run and writers migrate it.
-fn same_keys_resize(threads: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+fn same_keys_resize(
+    threads: usize,
+    buckets: usize,
+    pre: usize,
+) -> impl Fn() + Send + Sync + 'static {
     move || {
         let m = Model::new(buckets);
         let mut installed = prefill(&m, pre);
@@ -378,7 +426,12 @@ fn same_key_gets_one_slot_across_resize() {
 
 /// (b): `threads` × `n` INCR of one counter, with fresh inserts in between that push the table
 /// over its limit, so increments race with the resize and the migration of the counter's slot.
-fn increments(threads: usize, n: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+fn increments(
+    threads: usize,
+    n: usize,
+    buckets: usize,
+    pre: usize,
+) -> impl Fn() + Send + Sync + 'static {
     move || {
         let m = Model::new(buckets);
         let mut installed = prefill(&m, pre);
@@ -392,7 +445,11 @@ fn increments(threads: usize, n: usize, buckets: usize, pre: usize) -> impl Fn()
             out
         }));
         m.check_final(&installed);
-        assert_eq!(m.get(b"ctr").map(|(_, p)| p), Some((threads * n) as u64), "lost or doubled increment");
+        assert_eq!(
+            m.get(b"ctr").map(|(_, p)| p),
+            Some((threads * n) as u64),
+            "lost or doubled increment"
+        );
     }
 }
 
@@ -408,7 +465,11 @@ fn concurrent_increments_are_exact() {
 /// the first new key pushes the table over its limit, so these first inserts race the attach of
 /// the new table. Two first inserts of one key must never both succeed (one in the old table,
 /// one in the new): the counters end at exactly `threads`, and exactly one SET NX per key wins.
-fn first_inserts_during_attach(threads: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync + 'static {
+fn first_inserts_during_attach(
+    threads: usize,
+    buckets: usize,
+    pre: usize,
+) -> impl Fn() + Send + Sync + 'static {
     move || {
         let m = Model::new(buckets);
         let mut installed = prefill(&m, pre);
@@ -432,7 +493,10 @@ fn first_inserts_during_attach(threads: usize, buckets: usize, pre: usize) -> im
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         };
         let mut nx_wins = [0; 2];
         for (out, won) in results {
@@ -443,7 +507,11 @@ fn first_inserts_during_attach(threads: usize, buckets: usize, pre: usize) -> im
         }
         m.check_final(&installed);
         for (j, wins) in nx_wins.into_iter().enumerate() {
-            assert_eq!(m.get(&key("c", j)).map(|(_, p)| p), Some(threads as u64), "counter c{j}: lost increment");
+            assert_eq!(
+                m.get(&key("c", j)).map(|(_, p)| p),
+                Some(threads as u64),
+                "counter c{j}: lost increment"
+            );
             assert_eq!(wins, 1, "SET NX nx{j} succeeded {wins} times");
         }
     }
@@ -467,7 +535,11 @@ fn mixed(threads: usize, buckets: usize, pre: usize) -> impl Fn() + Send + Sync 
             let mut rng = thread_rng();
             let mut out = Vec::new();
             for i in 0..6 {
-                let k = if rng.gen_bool(0.3) { key(&format!("m{t}_"), i) } else { key("x", rng.gen_range(0..3)) };
+                let k = if rng.gen_bool(0.3) {
+                    key(&format!("m{t}_"), i)
+                } else {
+                    key("x", rng.gen_range(0..3))
+                };
                 let addr = match rng.gen_range(0..4) {
                     0 => m.put(&k, (t * 100 + i) as u64),
                     1 => m.delete(&k),
@@ -503,8 +575,14 @@ fn reader_during_resize(writers: usize) -> impl Fn() + Send + Sync + 'static {
                 for _ in 0..2 {
                     for (k, last) in seen.iter_mut() {
                         for _ in 0..2 {
-                            let (addr, _) = m.get(k).unwrap_or_else(|| panic!("reader missed {:?}", key_str(k)));
-                            assert!(addr >= *last, "{:?} went back from {last} to {addr}", key_str(k));
+                            let (addr, _) = m
+                                .get(k)
+                                .unwrap_or_else(|| panic!("reader missed {:?}", key_str(k)));
+                            assert!(
+                                addr >= *last,
+                                "{:?} went back from {last} to {addr}",
+                                key_str(k)
+                            );
                             *last = addr;
                         }
                     }
@@ -548,7 +626,9 @@ fn more_inserters_than_spare_slots() {
         || {
             let m = Model::new(2);
             prefill(&m, 14);
-            run_threads(&m, 3, |m, t| vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]);
+            run_threads(&m, 3, |m, t| {
+                vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]
+            });
         },
         20000,
     );
@@ -567,7 +647,9 @@ fn lookup_of_absent_key_in_full_table() {
                 let m = m.clone();
                 thread::spawn(move || assert!(m.get(b"absent").is_none()))
             };
-            run_threads(&m, 2, |m, t| vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]);
+            run_threads(&m, 2, |m, t| {
+                vec![(key("n", t), m.put(&key("n", t), 1).unwrap())]
+            });
             reader.join().unwrap();
         },
         20000,
@@ -587,7 +669,14 @@ fn inserts_wait_while_a_migrating_thread_is_stalled() {
         let m = Model::new(2);
         let mut installed = prefill(&m, 14);
         installed.extend(run_threads(&m, 2, |m, t| {
-            (0..120).map(|i| (key(&format!("z{t}_"), i), m.put(&key(&format!("z{t}_"), i), 1).unwrap())).collect()
+            (0..120)
+                .map(|i| {
+                    (
+                        key(&format!("z{t}_"), i),
+                        m.put(&key(&format!("z{t}_"), i), 1).unwrap(),
+                    )
+                })
+                .collect()
         }));
         m.check_final(&installed);
     };
