@@ -197,13 +197,21 @@ impl Worker {
     }
 
     fn check_kills(&mut self) {
+        // Only after a CLIENT KILL somewhere, not on every (durability) wake.
+        let epoch = self
+            .srv
+            .kill_epoch
+            .load(std::sync::atomic::Ordering::Acquire);
+        if epoch == self.kill_seen {
+            return;
+        }
+        self.kill_seen = epoch;
         let tokens: Vec<Token> = self
             .conns
             .iter()
             .filter(|(_, c)| c.session.info.kill.load(Relaxed))
             .map(|(t, _)| *t)
             .collect();
-        self.kill_seen += tokens.len() as u64;
         for t in tokens {
             self.close(t);
         }

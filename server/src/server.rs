@@ -202,6 +202,8 @@ pub struct Shared {
     pub pause: Mutex<Option<(PauseMode, u64)>>,
     /// Whether `pause` may be set (checked without the lock on every command).
     pub pause_active: AtomicBool,
+    /// Bumped by CLIENT KILL, so workers look for killed clients only when there are some.
+    pub kill_epoch: AtomicU64,
     pub locks: LockTable,
     pub started: Instant,
     pub run_id: String,
@@ -270,6 +272,7 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             pause: Mutex::new(None),
             pause_active: AtomicBool::new(false),
+            kill_epoch: AtomicU64::new(0),
             locks: LockTable::new(1024),
             started: Instant::now(),
             run_id: run_id(),

@@ -235,6 +235,9 @@ pub fn client_kill(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         if c.id == me {
             ctx.s.close_after_reply = true;
         }
+        ctx.srv
+            .kill_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         ctx.srv.wake_all();
         return Reply::OK;
     }
@@ -313,6 +316,9 @@ pub fn client_kill(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         }
         n += 1;
     }
+    ctx.srv
+        .kill_epoch
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
     ctx.srv.wake_all();
     Reply::Int(n)
 }
