@@ -616,3 +616,78 @@ fn command_info_and_docs_match_redis_for_every_command() {
     assert!(compared > 100, "only {compared} commands compared");
     assert!(diffs.is_empty(), "differ from Redis:\n{}", diffs.join("\n"));
 }
+
+/// Field names of an INFO reply (`name:value` lines), in order.
+fn info_fields(reply: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(reply)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('$') && !l.starts_with('='))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// Redis fields that this reference server does not print: `aof_current_size` appears only with
+/// AOF on; the two disconnection counters arrived in Redis 7.2.
+const ELSEWHERE_IN_REDIS: &[&str] = &[
+    "aof_current_size",
+    "client_query_buffer_limit_disconnections",
+    "client_output_buffer_limit_disconnections",
+];
+
+#[test]
+fn info_uses_redis_field_and_section_names() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed: skipping");
+        return;
+    };
+    let segkv = Server::start(&[]);
+    let (mut a, mut b) = (segkv.raw(), redis.raw());
+    // Make the per-command and per-db lines appear on both sides.
+    for r in [&mut a, &mut b] {
+        r.call(&[b"SET", b"k", b"v"]);
+        r.call(&[b"GET", b"k"]);
+        r.call(&[b"INCR", b"k"]);
+    }
+    let ours = a.call(&[b"INFO", b"everything"]);
+    let theirs = b.call(&[b"INFO", b"everything"]);
+    let redis_fields = info_fields(&theirs);
+    let unknown: Vec<String> = info_fields(&ours)
+        .into_iter()
+        .filter(|f| {
+            !f.starts_with("segkv_")
+                && !redis_fields.contains(f)
+                && !ELSEWHERE_IN_REDIS.contains(&f.as_str())
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "INFO fields Redis does not have: {unknown:?}"
+    );
+    let sections = |r: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(r)
+            .lines()
+            .filter(|l| l.starts_with("# "))
+            .map(str::to_string)
+            .collect()
+    };
+    let redis_sections = sections(&theirs);
+    for s in sections(&ours) {
+        assert!(redis_sections.contains(&s), "section {s} is not Redis's");
+    }
+    for must in [
+        "redis_version",
+        "connected_clients",
+        "used_memory",
+        "total_commands_processed",
+        "keyspace_hits",
+        "role",
+        "db0",
+        "cmdstat_get",
+        "errorstat_ERR",
+    ] {
+        assert!(
+            info_fields(&ours).iter().any(|f| f == must),
+            "INFO lacks {must}"
+        );
+    }
+}
