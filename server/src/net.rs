@@ -45,8 +45,10 @@ impl Wake for MioWake {
     }
 }
 
-struct Conn {
-    sock: TcpStream,
+/// One connection's state machine. It only reads and writes `sock` (any non-blocking byte
+/// stream), so it does not know which reactor drives it, and tests drive it with a fake.
+struct Conn<S> {
+    sock: S,
     session: Session,
     rbuf: Vec<u8>,
     parser: Parser,
@@ -75,7 +77,7 @@ struct Worker {
     srv: Arc<Shared>,
     poll: Poll,
     rx: Receiver<NewConn>,
-    conns: HashMap<Token, Conn>,
+    conns: HashMap<Token, Conn<TcpStream>>,
     next_token: usize,
     scratch: Vec<u8>,
     /// Connections with replies held for durability, or paused commands.
@@ -178,20 +180,8 @@ impl Worker {
                 .peer_addr()
                 .map(|a| a.ip().is_loopback())
                 .unwrap_or(false);
-            let conn = Conn {
-                sock,
-                session: Session::new(info, local),
-                rbuf: Vec::new(),
-                parser: Parser::default(),
-                out: Vec::new(),
-                sent: 0,
-                held: None,
-                readable: true,
-                closing: false,
-                paused: false,
-                soft_since: None,
-            };
-            self.conns.insert(t, conn);
+            self.conns
+                .insert(t, Conn::new(sock, Session::new(info, local)));
             self.drive(t);
         }
     }
@@ -271,7 +261,25 @@ impl Worker {
 }
 
 /// Drives one connection until it would block. `Ok(true)`: it waits on durability or a pause.
-fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
+impl<S> Conn<S> {
+    fn new(sock: S, session: Session) -> Self {
+        Conn {
+            sock,
+            session,
+            rbuf: Vec::new(),
+            parser: Parser::default(),
+            out: Vec::new(),
+            sent: 0,
+            held: None,
+            readable: true,
+            closing: false,
+            paused: false,
+            soft_since: None,
+        }
+    }
+}
+
+fn step<S: Read + Write>(srv: &Shared, c: &mut Conn<S>, scratch: &mut [u8]) -> Result<bool, ()> {
     loop {
         let mut progress = false;
         if let Some((_, need)) = c.held
@@ -379,7 +387,7 @@ fn step(srv: &Shared, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, ()> {
     }
 }
 
-fn check_output_limits(srv: &Shared, c: &mut Conn) -> Result<(), ()> {
+fn check_output_limits<S>(srv: &Shared, c: &mut Conn<S>) -> Result<(), ()> {
     let (hard, soft, secs) = srv.limits.output.lock().unwrap()[0];
     let pending = (c.out.len() - c.sent) as i64;
     let over_hard = hard > 0 && pending > hard;
@@ -398,7 +406,7 @@ fn check_output_limits(srv: &Shared, c: &mut Conn) -> Result<(), ()> {
     Ok(())
 }
 
-fn limit_close(srv: &Shared, c: &Conn) -> Result<(), ()> {
+fn limit_close<S>(srv: &Shared, c: &Conn<S>) -> Result<(), ()> {
     eprintln!(
         "segkv: client {} ({}) scheduled to be closed for overcoming of output buffer limits",
         c.session.info.id, c.session.info.addr
@@ -410,7 +418,7 @@ fn limit_close(srv: &Shared, c: &Conn) -> Result<(), ()> {
 }
 
 /// Parses and runs every complete command in `buf` (positions per `c.parser`), appending replies.
-fn run_commands(srv: &Shared, c: &mut Conn, buf: &[u8]) -> Result<(), ()> {
+fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> {
     let max_bulk = srv.limits.proto_max_bulk_len.load(Relaxed);
     let always = srv.appendfsync == FsyncPolicy::Always;
     let mut touched = false;
@@ -625,5 +633,135 @@ pub fn accept_loop(
             }
         }
         let _ = unix_ms();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection state machine driven through a fake socket: no TCP, no reactor.
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A non-blocking byte stream: reads drain `input` (WouldBlock when empty), writes accept
+    /// at most `room` bytes (WouldBlock when full).
+    struct Fake {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+        room: usize,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            for b in buf.iter_mut().take(n) {
+                *b = self.input.pop_front().unwrap();
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.output.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn setup() -> (Shared, Conn<Fake>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine =
+            segkv_engine::Engine::open(segkv_engine::Config::new(dir.path().join("d"))).unwrap();
+        let srv = Shared::new(engine, Config::default());
+        let info = Arc::new(ClientInfo::new(1, "a".into(), "b".into(), 0, 0));
+        let fake = Fake {
+            input: VecDeque::new(),
+            output: Vec::new(),
+            room: usize::MAX,
+        };
+        (srv, Conn::new(fake, Session::new(info, true)), dir)
+    }
+
+    fn feed(c: &mut Conn<Fake>, bytes: &[u8]) {
+        c.sock.input.extend(bytes);
+        c.readable = true;
+    }
+
+    #[test]
+    fn pipelined_requests_get_replies_in_order() {
+        let (srv, mut c, _d) = setup();
+        let mut scratch = vec![0; READ_CHUNK];
+        feed(
+            &mut c,
+            b"SET a 1\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\nGET a\r\nPING\r\n",
+        );
+        assert_eq!(step(&srv, &mut c, &mut scratch), Ok(false));
+        assert_eq!(c.sock.output, b"+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n");
+    }
+
+    #[test]
+    fn a_full_socket_stops_command_processing_until_it_drains() {
+        let (srv, mut c, _d) = setup();
+        let mut scratch = vec![0; READ_CHUNK];
+        let value = vec![b'v'; 10_000];
+        let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000\r\n".to_vec();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        feed(&mut c, &set);
+        step(&srv, &mut c, &mut scratch).unwrap();
+        c.sock.output.clear();
+        // The client stops reading; 1000 GETs of 10 KB would be 10 MB of replies.
+        c.sock.room = 0;
+        feed(&mut c, &b"GET k\r\n".repeat(1000));
+        step(&srv, &mut c, &mut scratch).unwrap();
+        let pending = c.out.len() - c.sent;
+        assert!(
+            pending <= OUT_HIGH + 10_100,
+            "{pending} bytes queued despite backpressure"
+        );
+        assert!(
+            !c.rbuf.is_empty() || !c.sock.input.is_empty(),
+            "unrun requests stay unread or buffered"
+        );
+        // Once the client reads again, every reply arrives, in order.
+        c.sock.room = usize::MAX;
+        while c.sock.output.len() < 1000 * 10_010 {
+            step(&srv, &mut c, &mut scratch).unwrap();
+        }
+        assert_eq!(c.sock.output.len(), 1000 * 10_010);
+        assert!(c.sock.output.starts_with(b"$10000\r\nvvvv"));
+    }
+
+    #[test]
+    fn a_protocol_error_replies_then_closes() {
+        let (srv, mut c, _d) = setup();
+        let mut scratch = vec![0; READ_CHUNK];
+        feed(&mut c, b"PING\r\n*x\r\nPING\r\n");
+        assert_eq!(step(&srv, &mut c, &mut scratch), Err(()));
+        assert_eq!(
+            c.sock.output,
+            b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n"
+        );
+    }
+
+    #[test]
+    fn client_reply_off_and_skip_drop_replies() {
+        let (srv, mut c, _d) = setup();
+        let mut scratch = vec![0; READ_CHUNK];
+        feed(&mut c, b"CLIENT REPLY SKIP\r\nPING\r\nPING a\r\nCLIENT REPLY OFF\r\nPING\r\nCLIENT REPLY ON\r\n");
+        step(&srv, &mut c, &mut scratch).unwrap();
+        assert_eq!(c.sock.output, b"$1\r\na\r\n+OK\r\n");
     }
 }
