@@ -191,7 +191,7 @@ pub fn keys(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let mut out = Vec::new();
     let mut cursor = 0;
     loop {
-        cursor = ctx.srv.engine.scan(ctx.s.db, cursor, 1024, |k| {
+        cursor = scan_step(ctx, cursor, 1024, |k| {
             if all || glob::matches(pat, k, false) {
                 out.push(Reply::Bulk(k.to_vec()));
             }
@@ -201,6 +201,16 @@ pub fn keys(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         }
     }
     Reply::Array(out)
+}
+
+/// One engine scan step. The engine answers `u64::MAX` (not 0) when one call reaches the end of
+/// the table; finish that last stretch here so clients see Redis's 0 when the scan is done.
+fn scan_step(ctx: &Ctx<'_>, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+    let next = ctx.srv.engine.scan(ctx.s.db, cursor, count, &mut f);
+    if next == u64::MAX {
+        return ctx.srv.engine.scan(ctx.s.db, next, count, &mut f);
+    }
+    next
 }
 
 pub fn scan(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
@@ -237,7 +247,8 @@ pub fn scan(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     }
     let want_strings = typ.is_none_or(|t| eq(t, "string"));
     let mut keys = Vec::new();
-    let next = ctx.srv.engine.scan(ctx.s.db, cursor, count as usize, |k| {
+    // A huge COUNT only means "as many as you like": cap the work of one call.
+    let next = scan_step(ctx, cursor, count.min(1 << 20) as usize, |k| {
         if want_strings && pat.is_none_or(|p| glob::matches(p, k, false)) {
             keys.push(Reply::Bulk(k.to_vec()));
         }
