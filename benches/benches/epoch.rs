@@ -94,9 +94,39 @@ fn concurrent(threads: usize, iters: u64, op: &(impl Fn() -> u64 + Sync)) -> Dur
     })
 }
 
+/// Rounds of 20M reads per scheme in turn (both thread counts), rotating who goes first, so
+/// load from other processes hits both schemes alike; prints ns per read per thread.
+fn interleaved(cb: &Cb, sz: &Sz) {
+    const N: u64 = 20_000_000;
+    const ROUNDS: usize = 5;
+    for threads in [1usize, 2] {
+        let mut total = [Duration::ZERO; 2];
+        for round in 0..ROUNDS {
+            for k in 0..2 {
+                let which = (k + round) % 2;
+                total[which] += if which == 0 {
+                    concurrent(threads, N, &|| cb.read())
+                } else {
+                    concurrent(threads, N, &|| sz.read())
+                };
+            }
+        }
+        let ns = |d: Duration| d.as_nanos() as f64 / (N * ROUNDS as u64) as f64;
+        eprintln!(
+            "interleaved epoch/{threads}t: crossbeam {:.2} ns/op, seize {:.2} ns/op (per thread; seize/crossbeam {:.2}x)",
+            ns(total[0]),
+            ns(total[1]),
+            ns(total[1]) / ns(total[0])
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let cb = Cb::new();
     let sz = Sz::new();
+    if std::env::var_os("SEGKV_BENCH_NO_INTERLEAVED").is_none() {
+        interleaved(&cb, &sz);
+    }
     let mut group = c.benchmark_group("epoch");
     group
         .sample_size(20)
