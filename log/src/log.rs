@@ -680,8 +680,6 @@ impl Flusher {
                 self.advance_durable(cur.base + p);
             }
             progressed = true;
-        } else if requested && self.synced == self.off && !end {
-            // Everything written is synced; nothing more can be synced until writers commit.
         }
         if end && self.synced == p {
             progressed |= self.finish_segment(&cur, p, &g);
