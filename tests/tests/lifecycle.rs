@@ -191,3 +191,35 @@ fn idle_clients_are_closed_after_timeout() {
     );
     assert_eq!(s.raw().call(&[b"PING"]), b"+PONG\r\n");
 }
+
+fn info_u64(raw: &mut segkv_e2e::Raw, field: &str) -> u64 {
+    let info = String::from_utf8(raw.call(&[b"INFO", b"persistence"])).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO lacks {field}"))
+}
+
+#[test]
+fn under_appendfsync_always_a_write_is_durable_before_its_reply() {
+    let s = Server::start(&["--appendfsync", "always"]);
+    let mut raw = s.raw();
+    for i in 0..50 {
+        // Pipelined writes: every reply may only leave once the log holds the write durably.
+        raw.send(&segkv_e2e::encode(&[
+            b"SET",
+            format!("k{i}").as_bytes(),
+            b"v",
+        ]));
+        raw.send(&segkv_e2e::encode(&[b"INCR", b"n"]));
+        assert_eq!(raw.reply(), b"+OK\r\n");
+        assert_eq!(raw.reply(), format!(":{}\r\n", i + 1).into_bytes());
+        // Nothing else writes, so everything in the log is durable by the time the reply came.
+        let tail = info_u64(&mut raw, "segkv_tail_addr");
+        let durable = info_u64(&mut raw, "segkv_durable_addr");
+        assert!(
+            durable >= tail,
+            "reply sent at durable {durable} < tail {tail}"
+        );
+    }
+}
