@@ -91,42 +91,23 @@ impl Server {
     /// Starts a server with its data in `dir`.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let port = free_port();
-        let child = spawn(port, dir, &args);
-        let s = Server {
+        let (child, port) = launch(dir, &args);
+        Server {
             child,
             port,
             dir: dir.to_path_buf(),
             _tmp: None,
             args,
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn wait_ready(&self) {
-        for _ in 0..500 {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                if c.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 7];
-                    if c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("segkv-server on port {} did not answer PING", self.port);
     }
 
     /// Restarts the server on the same data directory (after `stop` or `kill9`).
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.port = free_port();
-        self.child = spawn(self.port, &self.dir, &self.args);
-        self.wait_ready();
+        let (child, port) = launch(&self.dir, &self.args);
+        self.child = child;
+        self.port = port;
     }
 
     /// SIGKILL, no chance to flush.
@@ -165,6 +146,74 @@ impl Server {
     /// A raw connection for byte-exact checks.
     pub fn raw(&self) -> Raw {
         Raw::connect(self.port)
+    }
+}
+
+/// Starts the server on a free port and waits until *this* process answers (a port picked as
+/// free can be taken by a parallel test before the server binds it: then try another).
+fn launch(dir: &Path, args: &[String]) -> (Child, u16) {
+    for _ in 0..10 {
+        let port = free_port();
+        let mut child = spawn(port, dir, args);
+        if answers(&mut child, port) {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!(
+        "segkv-server did not start (see its stderr by running it by hand with the same options)"
+    );
+}
+
+/// Whether `child` is up on `port`: it answers PING and INFO names its pid.
+fn answers(child: &mut Child, port: u16) -> bool {
+    for _ in 0..500 {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut raw = Raw {
+                sock: c,
+                buf: Vec::new(),
+            };
+            let mut probe = || -> Option<bool> {
+                raw.sock.write_all(b"PING\r\n").ok()?;
+                let mut buf = [0u8; 7];
+                raw.sock.read_exact(&mut buf).ok()?;
+                if &buf != b"+PONG\r\n" {
+                    return Some(false);
+                }
+                raw.sock.write_all(b"INFO server\r\n").ok()?;
+                let info = reply_bytes(&mut raw)?;
+                Some(
+                    String::from_utf8_lossy(&info)
+                        .contains(&format!("process_id:{}\r\n", child.id())),
+                )
+            };
+            match probe() {
+                Some(true) => return true,
+                Some(false) => return false,
+                None => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn reply_bytes(raw: &mut Raw) -> Option<Vec<u8>> {
+    loop {
+        if let Some(n) = reply_len(&raw.buf) {
+            return Some(raw.buf.drain(..n).collect());
+        }
+        let mut chunk = [0u8; 65536];
+        let n = raw.sock.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.buf.extend_from_slice(&chunk[..n]);
     }
 }
 

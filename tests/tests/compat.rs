@@ -651,6 +651,7 @@ fn info_uses_redis_field_and_section_names() {
         r.call(&[b"SET", b"k", b"v"]);
         r.call(&[b"GET", b"k"]);
         r.call(&[b"INCR", b"k"]);
+        r.call(&[b"INFO", b"server"]);
     }
     let ours = a.call(&[b"INFO", b"everything"]);
     let theirs = b.call(&[b"INFO", b"everything"]);
