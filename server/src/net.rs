@@ -535,17 +535,21 @@ pub fn bind_all(addrs: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
             "::*" => "::",
             h => h,
         };
-        let sa: SocketAddr = match format!("{host}:{port}")
-            .parse()
-            .or_else(|_| format!("[{host}]:{port}").parse())
-        {
-            Ok(sa) => sa,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("invalid bind address '{a}'"),
-                ));
-            }
+        // An IP literal, or a host name resolved as getaddrinfo would (first address).
+        let resolved = format!("{host}:{port}")
+            .parse::<SocketAddr>()
+            .or_else(|_| format!("[{host}]:{port}").parse::<SocketAddr>())
+            .ok()
+            .or_else(|| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                    .ok()
+                    .and_then(|mut it| it.next())
+            });
+        let Some(sa) = resolved else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid bind address '{a}'"),
+            ));
         };
         match std::net::TcpListener::bind(sa) {
             Ok(l) => {
