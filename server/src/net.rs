@@ -422,6 +422,8 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
     let max_bulk = srv.limits.proto_max_bulk_len.load(Relaxed);
     let always = srv.appendfsync == FsyncPolicy::Always;
     let mut touched = false;
+    // One shared-counter update per batch instead of per command.
+    let mut ran = Ran(0, &srv.stats.commands_processed);
     loop {
         if c.out.len() - c.sent > OUT_HIGH || c.closing {
             return Ok(());
@@ -466,7 +468,7 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
                 let shutdown = ctx.shutdown;
                 drop(args);
                 c.parser.consume();
-                srv.stats.commands_processed.fetch_add(1, Relaxed);
+                ran.0 += 1;
                 if outcome.drop_connection {
                     eprintln!(
                         "segkv: possible SECURITY ATTACK detected (HTTP request to the RESP port); connection dropped"
@@ -506,6 +508,17 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
                     c.closing = true;
                 }
             }
+        }
+    }
+}
+
+/// Adds the commands run in a batch to the shared counter when the batch ends, however it ends.
+struct Ran<'a>(u64, &'a std::sync::atomic::AtomicU64);
+
+impl Drop for Ran<'_> {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            self.1.fetch_add(self.0, Relaxed);
         }
     }
 }
