@@ -8,7 +8,7 @@
 //! ```
 //! use segkv_server::config::Config;
 //! let mut c = Config::default();
-//! c.load_str("port 7000\nmaxmemory 64mb\n", false).unwrap();
+//! c.load_str("port 7000\nmaxmemory 64mb\n").unwrap();
 //! assert_eq!(c.get("maxmemory"), "67108864");
 //! assert_eq!(c.port(), 7000);
 //! ```
@@ -465,12 +465,12 @@ impl Config {
             text.push('\n');
         }
         text.push_str(&opts);
-        cfg.load_str(&text, true).map_err(|e| e.to_string())?;
+        cfg.load_str(&text).map_err(|e| e.to_string())?;
         Ok(cfg)
     }
 
     /// Applies config lines (`name arg...`, `#` comments, blank lines).
-    pub fn load_str(&mut self, text: &str, _at_start: bool) -> Result<(), LoadError> {
+    pub fn load_str(&mut self, text: &str) -> Result<(), LoadError> {
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {

@@ -29,7 +29,7 @@ use segkv_engine::FsyncPolicy;
 use crate::cmd::{Ctx, dispatch, paused_by};
 use crate::reply::Reply;
 use crate::resp::{Parsed, Parser};
-use crate::server::{ClientInfo, ReplyMode, Session, Shared, Wake, unix_ms};
+use crate::server::{ClientInfo, ReplyMode, Session, Shared, Wake};
 
 /// Pending reply bytes above which a connection stops running commands.
 pub const OUT_HIGH: usize = 256 * 1024;
@@ -649,7 +649,6 @@ pub fn accept_loop(
                 }
             }
         }
-        let _ = unix_ms();
     }
 }
 
