@@ -124,15 +124,29 @@ impl Store for Papaya {
 }
 
 /// `iters` GETs on each of `threads` threads, each thread starting at its own place in `order`.
+/// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`, first field).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `iters` GETs on each of `threads` threads; returns the wall time. With `cpu`, adds the
+/// threads' CPU time to it (time a thread spends descheduled by other processes is not CPU
+/// time, so CPU time per GET shows how a second thread slows the first down through shared
+/// cache lines, independently of how many cores other work leaves free).
 fn gets(
     store: &dyn Store,
     order: &[u32],
     threads: usize,
     iters: u64,
     start: &AtomicUsize,
+    cpu: Option<&AtomicU64>,
 ) -> Duration {
     let base = start.fetch_add(iters as usize * threads, Ordering::Relaxed);
     let run = |t: usize| {
+        let c0 = cpu.map(|_| thread_cpu_ns());
         let mut buf = Vec::with_capacity(64);
         let mut p = (base + t * (order.len() / threads.max(1))) % order.len();
         for _ in 0..iters {
@@ -142,6 +156,9 @@ fn gets(
             if p == order.len() {
                 p = 0;
             }
+        }
+        if let (Some(cpu), Some(c0)) = (cpu, c0) {
+            cpu.fetch_add(thread_cpu_ns().saturating_sub(c0), Ordering::Relaxed);
         }
     };
     if threads == 1 {
@@ -201,12 +218,33 @@ fn interleaved(
 
 fn interleaved_all(f: &Fixture, stores: &[(&str, &dyn Store)]) {
     let names: Vec<&str> = stores.iter().map(|s| s.0).collect();
+    let mut cpu_per_get = Vec::new();
     for threads in [1usize, 2] {
         let starts: Vec<AtomicUsize> = stores.iter().map(|_| AtomicUsize::new(0)).collect();
+        let cpu: Vec<AtomicU64> = stores.iter().map(|_| AtomicU64::new(0)).collect();
         interleaved(&format!("get_hit/{threads}t"), threads, &names, |s, _| {
-            gets(stores[s].1, &f.order, threads, BLOCK, &starts[s])
+            gets(
+                stores[s].1,
+                &f.order,
+                threads,
+                BLOCK,
+                &starts[s],
+                Some(&cpu[s]),
+            )
         });
+        let ops = (BLOCK * ROUNDS * threads as u64) as f64;
+        cpu_per_get.push(
+            cpu.iter()
+                .map(|c| c.load(Ordering::Relaxed) as f64 / ops)
+                .collect::<Vec<_>>(),
+        );
     }
+    let mut line = "CPU ns per GET, 1 thread -> 2 threads:".to_string();
+    for (k, n) in names.iter().enumerate() {
+        let (one, two) = (cpu_per_get[0][k], cpu_per_get[1][k]);
+        line += &format!(" {n} {one:.0} -> {two:.0} ({:.2}x);", two / one);
+    }
+    eprintln!("{line}");
     let mut pos = vec![0usize; stores.len()];
     interleaved("set_overwrite/1t", 1, &names, |s, round| {
         let store = stores[s].1;
@@ -257,7 +295,7 @@ fn bench(c: &mut Criterion) {
         for (name, store) in stores {
             let start = AtomicUsize::new(0);
             group.bench_function(name, |b| {
-                b.iter_custom(|iters| gets(store, &f.order, threads, iters, &start))
+                b.iter_custom(|iters| gets(store, &f.order, threads, iters, &start, None))
             });
         }
         if threads == 1 {
