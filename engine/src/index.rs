@@ -105,7 +105,9 @@ struct Bucket([AtomicU64; SLOTS_PER_BUCKET]);
 
 pub(crate) struct Table {
     buckets: Box<[Bucket]>,
-    /// Non-empty slots (live or tomb).
+    /// Slots claimed (live or tomb) or reserved: an insert reserves before it claims, and a
+    /// table being migrated into starts with room reserved for every live key of the old one.
+    /// Inserts never take the last empty slot, so every probe run ends and every copy fits.
     used: AtomicUsize,
     next: OnceLock<Arc<Table>>,
     cursor: AtomicUsize,
@@ -131,6 +133,11 @@ impl Table {
 
     pub(crate) fn nslots(&self) -> usize {
         self.buckets.len() * SLOTS_PER_BUCKET
+    }
+
+    /// At or past the load limit.
+    fn over_limit(&self) -> bool {
+        self.used.load(Ordering::Relaxed) >= self.max_used()
     }
 
     fn max_used(&self) -> usize {
@@ -284,11 +291,16 @@ impl Index {
                 .compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok(),
             Found::Miss { table, slot } => {
+                if table.used.fetch_add(1, Ordering::AcqRel) + 1 >= table.nslots() {
+                    // Never the last empty slot: the caller grows the table and retries.
+                    table.used.fetch_sub(1, Ordering::AcqRel);
+                    return false;
+                }
                 let ok = slot
                     .compare_exchange(EMPTY, new, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok();
-                if ok {
-                    table.used.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    table.used.fetch_sub(1, Ordering::AcqRel);
                 }
                 ok
             }
@@ -301,8 +313,22 @@ impl Index {
     pub(crate) fn must_help_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
         match found {
             Found::Miss { table, .. } => {
-                !std::ptr::eq(*table, &**self.current(g))
-                    && table.used.load(Ordering::Relaxed) > table.max_used()
+                !std::ptr::eq(*table, &**self.current(g)) && table.over_limit()
+            }
+            Found::Hit { .. } => false,
+        }
+    }
+
+    /// Whether an insert at `found` must not claim its slot: it would go into the current
+    /// table while that table is over its load limit and no resize is under way (writers that
+    /// raced past the limit together could otherwise fill it). The caller leaves the writer
+    /// gate, starts the resize and retries.
+    pub(crate) fn must_grow_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
+        match found {
+            Found::Miss { table, .. } => {
+                table.next().is_none()
+                    && std::ptr::eq(*table, &**self.current(g))
+                    && table.over_limit()
             }
             Found::Hit { .. } => false,
         }
@@ -311,20 +337,21 @@ impl Index {
     /// Whether the current table is over its load limit and no resize is under way.
     pub(crate) fn needs_resize(&self, g: &EpochGuard) -> bool {
         let t = self.current(g);
-        t.next().is_none() && t.used.load(Ordering::Relaxed) > t.max_used()
+        t.next().is_none() && t.over_limit()
     }
 
     /// Starts a resize. Call only with the writer gate closed (no insert in flight).
     pub(crate) fn start_resize(&self, g: &EpochGuard) {
         let t = self.current(g);
-        if t.next().is_some() || t.used.load(Ordering::Relaxed) <= t.max_used() {
+        if t.next().is_some() || !t.over_limit() {
             return;
         }
         let live = self.len() as usize;
+        let next = Table::for_keys(live.max(t.nslots() / 2));
+        // Room for every live entry of this table: copies never need to find space.
+        next.used.store(live, Ordering::Relaxed);
         model_point();
-        let _ = t
-            .next
-            .set(Arc::new(Table::for_keys(live.max(t.nslots() / 2))));
+        let _ = t.next.set(Arc::new(next));
     }
 
     pub(crate) fn resizing(&self, g: &EpochGuard) -> bool {
@@ -463,12 +490,12 @@ fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard)
                 if is_tomb(v) {
                     return;
                 }
-                let slot = slot.expect("new index table full during migration");
+                // Copies were given room when the table was made (`used` starts at the live count).
+                let slot = slot.expect("index table being migrated into has no empty slot");
                 if slot
                     .compare_exchange(EMPTY, v, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    t.used.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }

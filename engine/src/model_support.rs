@@ -81,6 +81,12 @@ impl Index {
         self.0.must_help_first(&found.0, g)
     }
 
+    /// Whether an insert at `found` must first leave the gate and grow the table (the current
+    /// table is at its load limit).
+    pub fn must_grow_first(&self, found: &Found<'_>, g: &EpochGuard) -> bool {
+        self.0.must_grow_first(&found.0, g)
+    }
+
     /// Adjusts the live-key count (the store does it after each install; resize sizes by it).
     pub fn add_live(&self, delta: i64) {
         self.0.live.fetch_add(delta, crate::sync::Ordering::Relaxed);

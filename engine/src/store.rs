@@ -280,76 +280,88 @@ impl Engine {
             return Err(EngineError::BadDb(db));
         }
         let h = hash(key);
-        let result;
-        let grow;
-        {
-            let _w = self.gate.enter();
-            let g = pin();
-            let (ks, index) = self.index(db, &g);
-            if index.resizing(&g) {
-                index.help_migrate(&self.log, &g);
-            }
-            result = loop {
-                let found = index.find(&self.log, key, h, &g);
-                if index.must_help_first(&found, &g) {
-                    if !index.help_migrate(&self.log, &g) {
-                        std::thread::yield_now();
-                    }
-                    continue;
+        loop {
+            let result;
+            let grow;
+            {
+                let _w = self.gate.enter();
+                let g = pin();
+                let (ks, index) = self.index(db, &g);
+                if index.resizing(&g) {
+                    index.help_migrate(&self.log, &g);
                 }
-                let (cur, live_v) = match &found {
-                    Found::Hit { v, slot, .. } if !is_tomb(*v) => {
-                        match self.log.read(slot_addr(*v), &g) {
-                            Some(rec) => match self.state(&rec) {
-                                State::Live(c) => (Some(c), true),
-                                State::Expired => {
-                                    self.expire_slot(index, slot, *v, true);
-                                    continue;
-                                }
-                                State::Dead => (None, true),
-                            },
-                            None => (None, true),
+                result = loop {
+                    let found = index.find(&self.log, key, h, &g);
+                    if index.must_help_first(&found, &g) {
+                        if !index.help_migrate(&self.log, &g) {
+                            std::thread::yield_now();
                         }
+                        continue;
                     }
-                    _ => (None, false),
+                    if index.must_grow_first(&found, &g) {
+                        break None;
+                    }
+                    let (cur, live_v) = match &found {
+                        Found::Hit { v, slot, .. } if !is_tomb(*v) => {
+                            match self.log.read(slot_addr(*v), &g) {
+                                Some(rec) => match self.state(&rec) {
+                                    State::Live(c) => (Some(c), true),
+                                    State::Expired => {
+                                        self.expire_slot(index, slot, *v, true);
+                                        continue;
+                                    }
+                                    State::Dead => (None, true),
+                                },
+                                None => (None, true),
+                            }
+                        }
+                        _ => (None, false),
+                    };
+                    let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
+                    let (plan, r) = decide(cur);
+                    let (spec_kind, value, expire_at): (Kind, &[u8], Option<u64>) = match &plan {
+                        Plan::Keep => break Some(r),
+                        Plan::Delete if !live_v => break Some(r),
+                        Plan::Delete => (Kind::Delete, &[], None),
+                        Plan::Put(value, expire_at) => (Kind::Put, value, *expire_at),
+                    };
+                    let spec = RecordSpec {
+                        kind: spec_kind,
+                        keyspace: ks as u8,
+                        key,
+                        value,
+                        expire_at,
+                    };
+                    let pending = self.log.append(&spec, &g)?;
+                    let tomb = spec_kind == Kind::Delete;
+                    if index.install(&found, make_slot(pending.addr(), h, tomb)) {
+                        pending.commit();
+                        let now_live = !tomb;
+                        index
+                            .live
+                            .fetch_add(i64::from(now_live) - i64::from(live_v), Ordering::Relaxed);
+                        index.expires.fetch_add(
+                            i64::from(now_live && expire_at.is_some())
+                                - i64::from(live_v && old_ttl),
+                            Ordering::Relaxed,
+                        );
+                        break Some(r);
+                    }
+                    pending.abort();
                 };
-                let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
-                let (plan, r) = decide(cur);
-                let (spec_kind, value, expire_at): (Kind, &[u8], Option<u64>) = match &plan {
-                    Plan::Keep => break r,
-                    Plan::Delete if !live_v => break r,
-                    Plan::Delete => (Kind::Delete, &[], None),
-                    Plan::Put(value, expire_at) => (Kind::Put, value, *expire_at),
-                };
-                let spec = RecordSpec {
-                    kind: spec_kind,
-                    keyspace: ks as u8,
-                    key,
-                    value,
-                    expire_at,
-                };
-                let pending = self.log.append(&spec, &g)?;
-                let tomb = spec_kind == Kind::Delete;
-                if index.install(&found, make_slot(pending.addr(), h, tomb)) {
-                    pending.commit();
-                    let now_live = !tomb;
-                    index
-                        .live
-                        .fetch_add(i64::from(now_live) - i64::from(live_v), Ordering::Relaxed);
-                    index.expires.fetch_add(
-                        i64::from(now_live && expire_at.is_some()) - i64::from(live_v && old_ttl),
-                        Ordering::Relaxed,
-                    );
-                    break r;
+                grow = index.needs_resize(&g);
+            }
+            match result {
+                Some(r) => {
+                    if grow {
+                        self.start_resize(db);
+                    }
+                    return Ok(r);
                 }
-                pending.abort();
-            };
-            grow = index.needs_resize(&g);
+                // The table is full up to its limit: leave the gate, attach a bigger one, retry.
+                None => self.start_resize(db),
+            }
         }
-        if grow {
-            self.start_resize(db);
-        }
-        Ok(result)
     }
 
     fn start_resize(&self, db: usize) {

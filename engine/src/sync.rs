@@ -5,9 +5,9 @@
 //! who runs next at every operation on these types: see `run-shuttle.sh` and
 //! `tests/shuttle_index.rs`.
 //!
-//! Under shuttle every atomic behaves as `SeqCst` (shuttle does not model weaker orderings), and
-//! every wait must call [`yield_now`] or [`spin_loop`]: shuttle runs one thread at a time, so a loop that
-//! only re-reads memory would never let the thread it waits for run.
+//! Under shuttle every atomic behaves as `SeqCst` (shuttle does not model weaker orderings),
+//! and every wait must call [`yield_now`] or [`spin_loop`]: shuttle runs one thread at a time,
+//! so a loop that only re-reads memory would never let the thread it waits for run.
 
 #[cfg(not(shuttle))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};

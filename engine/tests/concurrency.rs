@@ -262,3 +262,30 @@ fn scan_returns_every_key_present_for_the_whole_scan_while_writes_resize_the_ind
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
 }
+
+/// More inserting threads than an empty table has spare slots: inserts past the load limit
+/// start the resize instead of claiming slots, so the table never fills up.
+#[test]
+fn many_threads_inserting_into_an_empty_database_never_fill_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(open(dir.path()));
+    let start = Arc::new(std::sync::Barrier::new(48));
+    let threads: Vec<_> = (0..48u32)
+        .map(|t| {
+            let (e, start) = (e.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..500u32 {
+                    e.set(5, format!("{t}:{i}").as_bytes(), b"v", SetOptions::default()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(e.len(5), 48 * 500);
+    for t in 0..48u32 {
+        assert!(e.exists(5, format!("{t}:499").as_bytes()));
+    }
+}
