@@ -3,7 +3,10 @@
 use segkv_engine::{Config, Engine, FsyncPolicy, SetOptions};
 
 fn main() {
-    let mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(512);
+    let mb: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(512);
     let dir = tempfile::tempdir().unwrap();
     let cfg = || {
         let mut c = Config::new(dir.path());
@@ -14,9 +17,11 @@ fn main() {
     let t = std::time::Instant::now();
     {
         let e = Engine::open(cfg()).unwrap();
-        e.set(0, b"small-before", b"1", SetOptions::default()).unwrap();
+        e.set(0, b"small-before", b"1", SetOptions::default())
+            .unwrap();
         e.set(0, b"big", &value, SetOptions::default()).unwrap();
-        e.set(0, b"small-after", b"2", SetOptions::default()).unwrap();
+        e.set(0, b"small-after", b"2", SetOptions::default())
+            .unwrap();
         assert!(e.read(0, b"big", |c| c.value == &value[..]).unwrap());
         e.sync().unwrap();
     }
@@ -25,5 +30,9 @@ fn main() {
     let e = Engine::open(cfg()).unwrap();
     assert!(e.read(0, b"big", |c| c.value == &value[..]).unwrap());
     assert_eq!(e.get(0, b"small-after").as_deref(), Some(&b"2"[..]));
-    println!("reopened and verified in {:.2} s; segments: {}", t.elapsed().as_secs_f64(), e.stats().segments);
+    println!(
+        "reopened and verified in {:.2} s; segments: {}",
+        t.elapsed().as_secs_f64(),
+        e.stats().segments
+    );
 }

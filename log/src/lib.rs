@@ -9,8 +9,8 @@
 //! See `docs/format.md` for the byte layout of segments and records.
 
 pub mod epoch;
-pub mod inspect;
 mod error;
+pub mod inspect;
 mod log;
 mod mem;
 pub mod record;
