@@ -276,7 +276,13 @@ fn many_threads_inserting_into_an_empty_database_never_fill_a_table() {
             std::thread::spawn(move || {
                 start.wait();
                 for i in 0..500u32 {
-                    e.set(5, format!("{t}:{i}").as_bytes(), b"v", SetOptions::default()).unwrap();
+                    e.set(
+                        5,
+                        format!("{t}:{i}").as_bytes(),
+                        b"v",
+                        SetOptions::default(),
+                    )
+                    .unwrap();
                 }
             })
         })
