@@ -575,7 +575,15 @@ struct Flusher {
     /// Offset in `cur` up to which bytes are synced.
     synced: u64,
     last_sync: Instant,
+    /// Records the last sync covered (group commit: see `step`).
+    last_batch: u64,
 }
+
+/// Under `always`, after a sync that covered several writers, how long to wait for more of
+/// them to commit before the next write+fsync: until none has arrived for `GATHER_QUIET`,
+/// and never longer than `GATHER_MAX`.
+const GATHER_QUIET: Duration = Duration::from_micros(30);
+const GATHER_MAX: Duration = Duration::from_micros(300);
 
 impl Flusher {
     fn new(sh: Arc<Shared>, writer: Box<dyn SegmentWriter>, cur: Arc<Segment>) -> Flusher {
@@ -586,6 +594,7 @@ impl Flusher {
             off: SEGMENT_HEADER_LEN,
             synced: SEGMENT_HEADER_LEN,
             last_sync: Instant::now(),
+            last_batch: 0,
         }
     }
 
@@ -627,26 +636,48 @@ impl Flusher {
     }
 
     /// One round; returns whether anything happened.
+    /// Walks committed records from `from`: returns where they end, whether the segment's
+    /// data ends there, and how many records were passed.
+    fn scan(cur: &Segment, mem: &SegMem, from: u64) -> (u64, bool, u64) {
+        let mut p = from;
+        let mut n = 0;
+        loop {
+            if p >= cur.capacity || p == cur.data_end.load(Ordering::Acquire) {
+                return (p, true, n);
+            }
+            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
+            if w == END_MARK {
+                return (p, true, n);
+            }
+            if w & DONE == 0 {
+                return (p, false, n);
+            }
+            p += record::pad((w & LEN_MASK) as usize) as u64;
+            n += 1;
+        }
+    }
+
     fn step(&mut self) -> bool {
         let g = pin();
         let cur = self.cur.clone();
         let mem = cur.mem(&g);
-        let mut p = self.off;
-        let mut end = false;
-        loop {
-            if p >= cur.capacity || p == cur.data_end.load(Ordering::Acquire) {
-                end = true;
-                break;
+        let (mut p, mut end, mut batch) = Self::scan(&cur, mem, self.off);
+        // Group commit: the writers woken by the last sync commit again while the next one
+        // would already be running, and writers settle into two groups that alternate
+        // fsyncs. When the last sync covered several of them, gather the stragglers briefly.
+        if self.sh.cfg.fsync == FsyncPolicy::Always && self.last_batch > 1 && batch > 0 && !end {
+            let t0 = Instant::now();
+            while t0.elapsed() < GATHER_MAX {
+                std::thread::sleep(GATHER_QUIET);
+                let (q, e, n) = Self::scan(&cur, mem, p);
+                if n == 0 && !e {
+                    break;
+                }
+                (p, end, batch) = (q, e, batch + n);
+                if e {
+                    break;
+                }
             }
-            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
-            if w == END_MARK {
-                end = true;
-                break;
-            }
-            if w & DONE == 0 {
-                break;
-            }
-            p += record::pad((w & LEN_MASK) as usize) as u64;
         }
         let requested = self.sh.sync_target.load(Ordering::Acquire) > cur.base + self.synced;
         let due = match self.sh.cfg.fsync {
@@ -674,6 +705,7 @@ impl Flusher {
             self.off = p;
             self.sh.written.store(cur.base + p, Ordering::Release);
             if sync {
+                self.last_batch = batch;
                 self.synced = p;
                 self.last_sync = Instant::now();
                 self.sh.fsyncs.fetch_add(1, Ordering::Relaxed);
