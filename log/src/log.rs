@@ -116,6 +116,8 @@ struct Shared {
     callbacks: RwLock<Vec<DurableCallback>>,
     flusher: OnceLock<Thread>,
     flusher_idle: AtomicBool,
+    /// The flusher found nothing to do for a while and sleeps long: any commit wakes it.
+    flusher_deep: AtomicBool,
     shutdown: AtomicBool,
     writer_name: &'static str,
     appended_bytes: AtomicU64,
@@ -171,7 +173,9 @@ impl Pending<'_> {
             .commit_word(self.off)
             .store(self.len | bits, Ordering::Release);
         self.done = true;
-        if self.log.sh.cfg.fsync == FsyncPolicy::Always {
+        if self.log.sh.cfg.fsync == FsyncPolicy::Always
+            || self.log.sh.flusher_deep.load(Ordering::Relaxed)
+        {
             self.log.kick();
         }
     }
@@ -268,6 +272,7 @@ impl Log {
             callbacks: RwLock::new(Vec::new()),
             flusher: OnceLock::new(),
             flusher_idle: AtomicBool::new(false),
+            flusher_deep: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             writer_name: writer.name(),
             appended_bytes: AtomicU64::new(0),
@@ -599,6 +604,10 @@ impl Flusher {
     }
 
     fn run(mut self) {
+        // Steps in a row that found nothing to do; past `DEEP_AFTER` the flusher sleeps long
+        // (an idle server wakes ~10 times a second, not 500).
+        let mut idle_steps = 0u32;
+        const DEEP_AFTER: u32 = 50;
         loop {
             let progressed = if self.sh.failed.load(Ordering::Acquire) {
                 false
@@ -608,17 +617,27 @@ impl Flusher {
             if self.sh.shutdown.load(Ordering::Acquire) && !progressed {
                 return;
             }
-            if !progressed {
+            if progressed {
+                idle_steps = 0;
+            } else {
+                idle_steps = idle_steps.saturating_add(1);
+                // Nothing written waits for a sync (everysec would otherwise need a timely wake).
+                let deep = idle_steps > DEEP_AFTER && self.synced == self.off;
                 self.sh.flusher_idle.store(true, Ordering::Release);
-                // Re-check after announcing idleness, so a kick in between is not lost.
+                self.sh.flusher_deep.store(deep, Ordering::Release);
+                // Re-check after announcing idleness, so a commit or kick in between is not lost.
                 let failed = self.sh.failed.load(Ordering::Acquire);
                 if failed || !self.has_work() {
-                    let nap = match self.sh.cfg.fsync {
-                        FsyncPolicy::Always => Duration::from_millis(5),
-                        _ => Duration::from_millis(2),
+                    let nap = if deep {
+                        Duration::from_millis(100)
+                    } else if self.sh.cfg.fsync == FsyncPolicy::Always {
+                        Duration::from_millis(5)
+                    } else {
+                        Duration::from_millis(2)
                     };
                     std::thread::park_timeout(nap);
                 }
+                self.sh.flusher_deep.store(false, Ordering::Release);
                 self.sh.flusher_idle.store(false, Ordering::Release);
             }
         }
