@@ -537,9 +537,19 @@ impl Engine {
         let g = pin();
         let (_, index) = self.index(db, &g);
         let now = self.now_ms();
-        let slots = index.nslots(&g) as u64;
-        let step = (u64::MAX / slots.max(1)).saturating_mul(count.max(1) as u64);
-        let hi = cursor.checked_add(step).filter(|&h| h != 0);
+        let slots = (index.nslots(&g) as u64).max(1);
+        let live = index.len().max(1);
+        let count = count.max(1) as u64;
+        // Hash space holding about `count` live keys (a small database in one step, as Redis
+        // answers it), but never more than 16 * `count` slots' worth of work per step.
+        let per_key = (u64::MAX / live).max(u64::MAX / slots);
+        let step = per_key
+            .saturating_mul(count)
+            .min((u64::MAX / slots).saturating_mul(16 * count));
+        // A step reaching the end of hash space covers it to the end: the scan is over.
+        let hi = cursor
+            .checked_add(step)
+            .filter(|&h| h != 0 && h != u64::MAX);
         index.for_range(&self.log, cursor, hi, &g, &mut |v| {
             if !is_tomb(v)
                 && let Some(rec) = self.log.read(slot_addr(v), &g)
@@ -574,9 +584,16 @@ impl Engine {
         self.log.durable_addr()
     }
 
-    /// Registers a callback run (on the flusher thread) whenever the durable address advances.
+    /// Registers a callback run (on the flusher thread) whenever the durable address advances,
+    /// and once more if the log fails.
     pub fn on_durable(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
         self.log.on_durable(cb)
+    }
+
+    /// Why the log failed, if a write or sync failed: nothing more is acknowledged as durable
+    /// and writes are refused from then on.
+    pub fn failed(&self) -> Option<String> {
+        self.log.failed()
     }
 
     /// Blocks until everything written so far is on disk (SAVE, SHUTDOWN).

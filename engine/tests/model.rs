@@ -229,3 +229,44 @@ fn recovery_of_many_keys_keeps_the_newest_record_of_each() {
         );
     }
 }
+
+/// SCAN of a small database finishes in one step (cursor 0, as Redis answers), and a scan of a
+/// big one ends with cursor 0 and returns every key, in steps of about COUNT keys.
+#[test]
+fn scan_steps_are_about_count_keys_and_end_with_cursor_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000));
+    let e = open(dir.path(), &clock);
+    for i in 0..5u32 {
+        e.set(
+            0,
+            format!("small{i}").as_bytes(),
+            b"v",
+            SetOptions::default(),
+        )
+        .unwrap();
+    }
+    let mut n = 0;
+    assert_eq!(e.scan(0, 0, 10, |_| n += 1), 0);
+    assert_eq!(n, 5);
+    for i in 0..20_000u32 {
+        e.set(1, format!("big{i}").as_bytes(), b"v", SetOptions::default())
+            .unwrap();
+    }
+    let (mut seen, mut steps, mut cursor) = (std::collections::HashSet::new(), 0, 0);
+    loop {
+        cursor = e.scan(1, cursor, 100, |k| {
+            seen.insert(k.to_vec());
+        });
+        steps += 1;
+        if cursor == 0 {
+            break;
+        }
+        assert_ne!(cursor, u64::MAX);
+    }
+    assert_eq!(seen.len(), 20_000);
+    assert!(
+        (100..=400).contains(&steps),
+        "{steps} steps of COUNT 100 for 20000 keys"
+    );
+}

@@ -444,7 +444,8 @@ impl Log {
         self.sh.written.load(Ordering::Acquire)
     }
 
-    /// Runs `cb(durable_addr)` on the flusher thread each time the durable address advances.
+    /// Runs `cb(durable_addr)` on the flusher thread each time the durable address advances,
+    /// and once more if the log fails (check `failed()` then).
     pub fn on_durable(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
         self.sh.callbacks.write().unwrap().push(cb);
     }
@@ -563,8 +564,14 @@ fn fail(sh: &Shared, why: String) {
     if f.is_none() {
         *f = Some(why);
     }
-    sh.failed.store(true, Ordering::Release);
     drop(f);
+    // Wake whoever waits, through the callbacks (`failed()` already answers) and then the
+    // condition: what they wait for will not come.
+    let durable = sh.durable.load(Ordering::Acquire);
+    for cb in sh.callbacks.read().unwrap().iter() {
+        cb(durable);
+    }
+    sh.failed.store(true, Ordering::Release);
     let _g = sh.durable_lock.lock().unwrap();
     sh.durable_cv.notify_all();
 }

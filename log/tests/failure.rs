@@ -50,6 +50,11 @@ fn a_failed_fsync_refuses_further_writes_and_acknowledges_nothing_more() {
         |_, _| {},
     )
     .unwrap();
+    let woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let w2 = woken.clone();
+    log.on_durable(Box::new(move |_| {
+        w2.fetch_add(1, Ordering::SeqCst);
+    }));
     let a = put(&log, b"durable", b"1");
     log.wait_durable(log.tail_addr()).unwrap();
     broken.store(true, Ordering::SeqCst);
@@ -82,4 +87,10 @@ fn a_failed_fsync_refuses_further_writes_and_acknowledges_nothing_more() {
     ));
     assert_eq!(log.read(a, &g).unwrap().key, b"durable", "reads go on");
     assert!(log.failed().is_some());
+    // Whoever waits on the durable address was woken by the failure too.
+    let before = woken.load(Ordering::SeqCst);
+    assert!(
+        before >= 2,
+        "callbacks ran for the good sync and for the failure ({before})"
+    );
 }

@@ -287,6 +287,10 @@ fn step<S: Read + Write>(srv: &Shared, c: &mut Conn<S>, scratch: &mut [u8]) -> R
         {
             c.held = None;
         }
+        if c.held.is_some() && srv.engine.failed().is_some() {
+            // The log failed: the held replies will never be durable. Never acknowledge them.
+            return Err(());
+        }
         let limit = c.held.map(|(from, _)| from).unwrap_or(c.out.len());
         if c.sent < limit {
             match c.sock.write(&c.out[c.sent..limit]) {
