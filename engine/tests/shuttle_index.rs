@@ -38,15 +38,16 @@
 //!     no slot points to an aborted record, and no other key is present;
 //! (d) a reader running during a resize always finds the keys inserted before it started, and
 //!     never sees a key's address go backwards.
-
 //!
-//! Checked to fail when the index is broken (each caught in 3 of 3 runs): migrate_slot not
-//! copying (keys lost, reader misses), marking the old slot MOVED before copying (reader misses,
-//! lost INCR), `find` returning a miss in the old table while a resize is under way (double
-//! SET NX, reader misses), `find` consulting the new table before the old one (a reader sees a
-//! key go back), the gate's `close` not waiting for writes in flight (lost INCR). Dropping the
-//! "keep the newer" test in copy_newer is not caught: under this protocol nothing writes a key
-//! into the new table before its old slot is MOVED, so a copy never meets a newer entry.
+//! Checked to fail when the index is broken (by hand, each mutation in a run of the suite):
+//! migrate_slot not copying (keys lost, readers miss), marking the old slot MOVED before
+//! copying (reader misses, lost INCR), `find` stopping at a miss in the old table while a
+//! resize is under way (readers miss, inserts retry until the arena runs out), `find`
+//! consulting the new table first (the hot key goes back; found by PCT at depth 5), the gate's
+//! `close` not waiting for writes in flight (lost INCR), `must_help_first` always false (the
+//! stalled-migration inserts never complete). Dropping the "keep the newer" test in copy_newer
+//! is not caught: under this protocol nothing writes a key into the new table before its old
+//! slot is MOVED, so a copy never meets a newer entry.
 #![cfg(shuttle)]
 
 use std::collections::{BTreeMap, HashSet};
