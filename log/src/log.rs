@@ -498,6 +498,9 @@ impl Log {
 
     /// Wakes the flusher if it sleeps.
     pub fn kick(&self) {
+        // Pairs with the fence after the flusher announces idleness: either it sees our commit
+        // word, or we see its flag (a store then a load on each side needs a full fence).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sh.flusher_idle.load(Ordering::Acquire)
             && let Some(t) = self.sh.flusher.get()
         {
@@ -587,8 +590,9 @@ struct Flusher {
     /// Offset in `cur` up to which bytes are synced.
     synced: u64,
     last_sync: Instant,
-    /// Records the last sync covered (group commit: see `step`).
+    /// Records the last sync covered, and how long its write+fsync took (group commit).
     last_batch: u64,
+    last_sync_took: Duration,
 }
 
 /// Under `always`, after a sync that covered several writers, how long to wait for more of
@@ -607,6 +611,7 @@ impl Flusher {
             synced: SEGMENT_HEADER_LEN,
             last_sync: Instant::now(),
             last_batch: 0,
+            last_sync_took: Duration::ZERO,
         }
     }
 
@@ -632,6 +637,8 @@ impl Flusher {
                 let deep = idle_steps > DEEP_AFTER && self.synced == self.off;
                 self.sh.flusher_idle.store(true, Ordering::Release);
                 self.sh.flusher_deep.store(deep, Ordering::Release);
+                // Pairs with the fence in `kick`: see there.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 // Re-check after announcing idleness, so a commit or kick in between is not lost.
                 let failed = self.sh.failed.load(Ordering::Acquire);
                 if failed || !self.has_work() {
@@ -691,16 +698,23 @@ impl Flusher {
         // Group commit: the writers woken by the last sync commit again while the next one
         // would already be running, and writers settle into two groups that alternate
         // fsyncs. When the last sync covered several of them, gather the stragglers briefly.
+        // The wait is a fraction of the last fsync's time (gathering must not cost more than
+        // it saves when the disk is fast) and yields rather than sleeps (a sleep on a VM lasts
+        // 100 us or more, however short it is asked to be).
         if self.sh.cfg.fsync == FsyncPolicy::Always && self.last_batch > 1 && batch > 0 && !end {
+            let budget = GATHER_MAX.min(self.last_sync_took / 2);
             let t0 = Instant::now();
-            while t0.elapsed() < GATHER_MAX {
-                std::thread::sleep(GATHER_QUIET);
+            let mut quiet_since = t0;
+            while t0.elapsed() < budget {
+                std::thread::yield_now();
                 let (q, e, n) = Self::scan(&cur, mem, p);
-                if n == 0 && !e {
-                    break;
-                }
-                (p, end, batch) = (q, e, batch + n);
-                if e {
+                if n > 0 || e {
+                    (p, end, batch) = (q, e, batch + n);
+                    if e {
+                        break;
+                    }
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= GATHER_QUIET {
                     break;
                 }
             }
@@ -716,6 +730,7 @@ impl Flusher {
         let mut progressed = false;
         if p > self.off || sync {
             let data = mem.bytes(self.off as usize, (p - self.off) as usize);
+            let started = Instant::now();
             if let Err(e) = self.writer.write(&cur.file, self.off, data, sync) {
                 let what = if sync { "write+fdatasync" } else { "write" };
                 fail(
@@ -732,6 +747,7 @@ impl Flusher {
             self.sh.written.store(cur.base + p, Ordering::Release);
             if sync {
                 self.last_batch = batch;
+                self.last_sync_took = started.elapsed();
                 self.synced = p;
                 self.last_sync = Instant::now();
                 self.sh.fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -137,8 +137,9 @@ impl Segment {
             created_ms: now_ms(),
         }
         .encode();
-        // Reserve the blocks up front so later data syncs need no metadata update and a full
-        // disk shows up here, not in the middle of a flush.
+        // Reserve the blocks up front so a full disk shows up here, not in the middle of a
+        // flush, and the file's size does not change with every flush. (The first write to
+        // each preallocated block still needs a journal commit on ext4.)
         allocate(&file, capacity).map_err(|e| LogError::io("allocate segment", &path, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
             .map_err(|e| LogError::io("write segment header", &path, e))?;
