@@ -57,13 +57,6 @@ enum State<'a> {
     Dead,
 }
 
-fn current_of<'a>(rec: &RecordView<'a>, now: u64) -> Option<Current<'a>> {
-    (rec.kind == Kind::Put && !rec.expired(now)).then_some(Current {
-        value: rec.value,
-        expire_at: rec.expire_at,
-    })
-}
-
 /// Recovery-time state: newest-wins replay of the log into fresh indexes.
 struct Replay {
     tables: Vec<Vec<ReplayRec>>,
@@ -536,7 +529,6 @@ impl Engine {
     pub fn scan(&self, db: usize, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
         let g = pin();
         let (_, index) = self.index(db, &g);
-        let now = self.now_ms();
         let slots = (index.nslots(&g) as u64).max(1);
         let live = index.len().max(1);
         let count = count.max(1) as u64;
@@ -553,7 +545,7 @@ impl Engine {
         index.for_range(&self.log, cursor, hi, &g, &mut |v| {
             if !is_tomb(v)
                 && let Some(rec) = self.log.read(slot_addr(v), &g)
-                && current_of(&rec, now).is_some()
+                && matches!(self.state(&rec), State::Live(_))
             {
                 f(rec.key);
             }
@@ -564,12 +556,11 @@ impl Engine {
     pub fn random_key(&self, db: usize) -> Option<Vec<u8>> {
         let g = pin();
         let (_, index) = self.index(db, &g);
-        let now = self.now_ms();
         let r = random_u64();
         let v = index.random_entry(r, &g, |v| {
             self.log
                 .read(slot_addr(v), &g)
-                .is_some_and(|rec| current_of(&rec, now).is_some())
+                .is_some_and(|rec| matches!(self.state(&rec), State::Live(_)))
         })?;
         self.log.read(slot_addr(v), &g).map(|r| r.key.to_vec())
     }
