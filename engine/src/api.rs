@@ -23,6 +23,19 @@ pub struct Config {
     pub recover_corrupt: bool,
     /// Source of "now" in unix milliseconds.
     pub clock: Clock,
+    /// Called with each record's address as `open` replays the log, in address order: how
+    /// far loading got (the server's INFO loading fields). Runs on the opening thread.
+    pub on_replay: Option<ReplayHook>,
+}
+
+/// A callback for [`Config::on_replay`].
+#[derive(Clone)]
+pub struct ReplayHook(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for ReplayHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplayHook")
+    }
 }
 
 impl Config {
@@ -36,6 +49,7 @@ impl Config {
             writer: WriterKind::Auto,
             recover_corrupt: false,
             clock: Clock::System,
+            on_replay: None,
         }
     }
 }

@@ -84,6 +84,9 @@ impl Engine {
             db_map: std::array::from_fn(|i| i as u8),
         };
         let (log, report) = Log::open(lcfg, |addr, rec| {
+            if let Some(hook) = &cfg.on_replay {
+                (hook.0)(addr);
+            }
             let ks = rec.keyspace as usize;
             match rec.kind {
                 Kind::Put | Kind::Delete if ks < MAX_DATABASES => {
