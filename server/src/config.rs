@@ -188,6 +188,16 @@ static DEFS: &[Def] = &[
     def!("lfu-log-factor", Kind::Int(0, I32), "10", true),
     def!("lfu-decay-time", Kind::Int(0, I32), "1", true),
     def!("recover-corrupt", Kind::Bool, "no", false),
+    // Test only, as in Redis: microseconds slept per record replayed at startup (-n: 1 us
+    // every n records), so tests can watch the server while it is loading.
+    def!("key-load-delay", Kind::Int(-I32 - 1, I32), "0", true),
+    // As in Redis: clients are served while loading only once this much of the log is in.
+    def!(
+        "loading-process-events-interval-bytes",
+        Kind::Int(1024, I32),
+        "2097152",
+        true
+    ),
     // Redis defaults to "no"; segkv allows DEBUG (SLEEP) from loopback connections.
     def!(
         "enable-debug-command",

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use segkv_engine::{Config as EngineConfig, Engine};
+use segkv_engine::{Config as EngineConfig, Engine, RecoveryInfo, ReplayHook};
 use segkv_server::config::Config;
 use segkv_server::net;
-use segkv_server::server::Shared;
+use segkv_server::server::{Loading, Shared};
 
 fn usage() -> ! {
     eprintln!(
@@ -53,21 +53,18 @@ fn main() {
     {
         eprintln!("segkv: warning: cannot write pidfile {pidfile}: {e}");
     }
+    // Listen first and load in the background, as Redis does: until the log is replayed,
+    // clients get -LOADING (INFO, CONFIG, ... still answer) and INFO shows the progress.
+    let loading = Arc::new(Loading::scan(cfg.dir()));
     let mut ecfg = EngineConfig::new(cfg.dir());
     ecfg.databases = cfg.databases();
     ecfg.appendfsync = cfg.appendfsync();
     ecfg.segment_size = cfg.segment_size();
     ecfg.recover_corrupt = cfg.get("recover-corrupt") == "yes";
-    let engine = match Engine::open(ecfg) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!(
-                "segkv: cannot open the data directory {}: {e}",
-                cfg.dir().display()
-            );
-            std::process::exit(1);
-        }
-    };
+    {
+        let l = loading.clone();
+        ecfg.on_replay = Some(ReplayHook(Arc::new(move |addr| l.replayed(addr))));
+    }
     let listeners = match net::bind_all(&cfg.bind(), cfg.port()) {
         Ok(l) if !l.is_empty() => l,
         Ok(_) => {
@@ -83,11 +80,11 @@ fn main() {
     let port = cfg.port();
     let dir = cfg.dir().display().to_string();
     let policy = cfg.appendfsync();
-    let srv = Arc::new(Shared::new(engine, cfg));
-    {
-        let s = srv.clone();
-        srv.engine.on_durable(Box::new(move |_addr| s.wake_all()));
-    }
+    let serve_after: u64 = cfg
+        .get("loading-process-events-interval-bytes")
+        .parse()
+        .unwrap_or(2 << 20);
+    let srv = Arc::new(Shared::loading(cfg, Some(loading.clone())));
     {
         let s = srv.clone();
         std::thread::Builder::new()
@@ -125,9 +122,64 @@ fn main() {
             .expect("spawn signal thread");
     }
     eprintln!(
-        "segkv: ready to accept connections on port {port} ({threads} worker threads, dir {dir}, appendfsync {})",
-        policy.name()
+        "segkv: loading the log in {dir} ({} bytes of segment files) while listening on port {port}",
+        loading.total_bytes()
     );
+    {
+        let s = srv.clone();
+        std::thread::Builder::new()
+            .name("segkv-loader".into())
+            .spawn(move || {
+                let engine = match Engine::open(ecfg) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("segkv: cannot open the data directory {dir}: {e}");
+                        std::process::exit(1);
+                    }
+                };
+                log_recovery(engine.recovery());
+                let w = s.clone();
+                engine.on_durable(Box::new(move |_addr| w.wake_all()));
+                s.set_engine(engine);
+                eprintln!(
+                    "segkv: ready to accept connections on port {port} ({threads} worker threads, dir {dir}, appendfsync {})",
+                    policy.name()
+                );
+            })
+            .expect("spawn loader thread");
+    }
+    // As Redis: clients are served while loading only once the first
+    // loading-process-events-interval-bytes are in (until then they wait in the listen
+    // backlog), so a small log is in memory before anyone is told -LOADING.
+    while srv.engine.loaded().is_none() && loading.loaded_bytes() < serve_after {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     net::accept_loop(srv, listeners, workers);
     std::process::exit(1);
+}
+
+/// What recovery did, in Redis's words where Redis has them ("Done loading RDB, keys loaded:
+/// ..., keys expired: ...", "DB loaded from disk: ... seconds").
+fn log_recovery(r: &RecoveryInfo) {
+    let rep = &r.report;
+    if let Some((path, offset)) = &rep.truncated {
+        eprintln!(
+            "segkv: cut a torn tail at {} offset {offset}: the end of a write that never completed (nothing acknowledged under appendfsync always is lost)",
+            path.display()
+        );
+    }
+    for (path, offset, why) in &rep.skipped {
+        eprintln!(
+            "segkv: warning: skipped a corrupt record in {} at offset {offset} ({why}), as recover-corrupt asks",
+            path.display()
+        );
+    }
+    eprintln!(
+        "segkv: Done loading the log, keys loaded: {}, keys expired: {}.",
+        r.keys_loaded, r.expired_skipped
+    );
+    eprintln!(
+        "segkv: DB loaded from disk: {:.3} seconds ({} segments, {} records, {} bytes)",
+        r.seconds, rep.segments, rep.records, rep.bytes
+    );
 }

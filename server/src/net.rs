@@ -530,8 +530,12 @@ impl Drop for Ran<'_> {
 /// SHUTDOWN and signals: make the log durable, then exit 0.
 pub fn shutdown_now(srv: &Shared) -> ! {
     srv.shutting_down.store(true, Relaxed);
+    let Some(engine) = srv.engine.loaded() else {
+        eprintln!("segkv: shutting down while loading: nothing was written, nothing to sync");
+        std::process::exit(0);
+    };
     eprintln!("segkv: shutting down: syncing the log");
-    if let Err(e) = srv.engine.sync() {
+    if let Err(e) = engine.sync() {
         eprintln!("segkv: sync at shutdown failed: {e}");
         std::process::exit(1);
     }

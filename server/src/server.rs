@@ -1,9 +1,13 @@
 //! State shared by every worker thread: the engine, the configuration, the client registry,
-//! statistics, the pause state and the lock table for multi-key commands.
+//! statistics, the pause state and the lock table for multi-key commands; and, while the
+//! engine is still opening (replaying the log), how far loading got.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::path::Path;
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use segkv_engine::{Engine, FsyncPolicy};
@@ -188,9 +192,127 @@ impl LockTable {
     }
 }
 
+/// The engine, once it is open. While the log is being replayed the server already answers
+/// (`-LOADING` to every command without Redis's `loading` flag, which dispatch checks first),
+/// so the slot is empty then; it is filled once and never emptied.
+#[derive(Default)]
+pub struct EngineSlot(OnceLock<Engine>);
+
+impl EngineSlot {
+    /// The engine, or `None` while loading.
+    pub fn loaded(&self) -> Option<&Engine> {
+        self.0.get()
+    }
+}
+
+impl std::ops::Deref for EngineSlot {
+    type Target = Engine;
+    /// Handlers that dispatch lets run while loading must use [`EngineSlot::loaded`] instead.
+    fn deref(&self) -> &Engine {
+        self.0
+            .get()
+            .expect("engine used while loading: only commands with the `loading` flag run then")
+    }
+}
+
+/// How far the replay of the log at startup got, for INFO's `loading_*` fields. Progress is
+/// in bytes of segment files: the engine reports the address of each record it replays, and
+/// the segment files listed before opening say how many bytes lie before that address. A
+/// file's preallocated, never written tail (zeros: the active segment of a crashed or killed
+/// server) does not count.
+#[derive(Debug)]
+pub struct Loading {
+    /// Unix seconds when loading started.
+    pub start_time: u64,
+    /// (base address, file length, bytes in the files before this one), by base address.
+    segments: Vec<(u64, u64, u64)>,
+    total: u64,
+    /// Address of the last record replayed (0: none yet).
+    pos: AtomicU64,
+    /// `key-load-delay` (test only, as in Redis): microseconds to sleep per record replayed;
+    /// negative -n sleeps 1 us every n records.
+    pub key_load_delay: AtomicI64,
+    records: AtomicU64,
+}
+
+impl Loading {
+    /// Lists the segment files in `dir` (none if it does not exist yet).
+    pub fn scan(dir: &Path) -> Loading {
+        let mut segments = Vec::new();
+        let mut total = 0;
+        for (base, path) in segkv_log::list_segments(dir).unwrap_or_default() {
+            let len = len_without_zero_tail(&path);
+            segments.push((base, len, total));
+            total += len;
+        }
+        Loading {
+            start_time: unix_ms() / 1000,
+            segments,
+            total,
+            pos: AtomicU64::new(0),
+            key_load_delay: AtomicI64::new(0),
+            records: AtomicU64::new(0),
+        }
+    }
+
+    /// The engine's `on_replay` hook: one record at `addr` was replayed.
+    pub fn replayed(&self, addr: u64) {
+        self.pos.store(addr, Relaxed);
+        let delay = self.key_load_delay.load(Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay as u64));
+        } else if delay < 0
+            && self
+                .records
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(delay.unsigned_abs())
+        {
+            std::thread::sleep(std::time::Duration::from_micros(1));
+        }
+    }
+
+    /// Bytes of segment files before the last record replayed.
+    pub fn loaded_bytes(&self) -> u64 {
+        let pos = self.pos.load(Relaxed);
+        let i = self.segments.partition_point(|&(base, ..)| base <= pos);
+        match i.checked_sub(1).map(|i| self.segments[i]) {
+            Some((base, len, before)) => before + (pos - base).min(len),
+            None => 0,
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Length of the file at `path` without the zeros at its end (0 if it cannot be read).
+fn len_without_zero_tail(path: &Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut end = f.metadata().map_or(0, |m| m.len());
+    let mut buf = vec![0u8; 1 << 16];
+    while end > 0 {
+        let n = end.min(buf.len() as u64);
+        let chunk = &mut buf[..n as usize];
+        if f.read_exact_at(chunk, end - n).is_err() {
+            break;
+        }
+        match chunk.iter().rposition(|&b| b != 0) {
+            Some(i) => return end - n + i as u64 + 1,
+            None => end -= n,
+        }
+    }
+    end
+}
+
 /// Everything the workers share.
 pub struct Shared {
-    pub engine: Engine,
+    pub engine: EngineSlot,
+    /// How loading went (present when the server started loading in the background).
+    pub loading: Option<Arc<Loading>>,
     pub config: RwLock<Config>,
     pub limits: Limits,
     pub stats: Stats,
@@ -220,7 +342,7 @@ pub struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("engine", &self.engine)
+            .field("engine", &self.engine.loaded())
             .finish()
     }
 }
@@ -252,7 +374,15 @@ fn run_id() -> String {
 }
 
 impl Shared {
+    /// Shared state over an open engine.
     pub fn new(engine: Engine, config: Config) -> Shared {
+        let s = Shared::loading(config, None);
+        s.set_engine(engine);
+        s
+    }
+
+    /// Shared state with no engine yet: commands get `-LOADING` until [`Shared::set_engine`].
+    pub fn loading(config: Config, loading: Option<Arc<Loading>>) -> Shared {
         let limits = Limits::default();
         let appendfsync = config.appendfsync();
         let tcp_port = config.port();
@@ -262,7 +392,8 @@ impl Shared {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let s = Shared {
-            engine,
+            engine: EngineSlot::default(),
+            loading,
             config: RwLock::new(config),
             limits,
             stats: Stats::default(),
@@ -290,6 +421,21 @@ impl Shared {
         s
     }
 
+    /// Ends loading: from now on every command runs.
+    pub fn set_engine(&self, engine: Engine) {
+        if self.engine.0.set(engine).is_err() {
+            panic!("the engine is set once");
+        }
+    }
+
+    /// The databases a client may SELECT (known before the engine is open).
+    pub fn databases(&self) -> usize {
+        match self.engine.loaded() {
+            Some(e) => e.databases(),
+            None => self.config.read().unwrap().databases(),
+        }
+    }
+
     /// Copies hot-path limits out of the config.
     pub fn refresh_limits(&self) {
         let c = self.config.read().unwrap();
@@ -302,6 +448,10 @@ impl Shared {
             .store(c.query_buffer_limit(), Relaxed);
         self.limits.timeout.store(c.timeout(), Relaxed);
         *self.limits.output.lock().unwrap() = c.output_limits();
+        if let Some(l) = &self.loading {
+            l.key_load_delay
+                .store(c.get("key-load-delay").parse().unwrap_or(0), Relaxed);
+        }
     }
 
     pub fn wake_all(&self) {

@@ -1,6 +1,7 @@
 //! Helpers for segkv's end-to-end tests: build and locate the real `segkv-server` binary, start
-//! it on a free port with a temporary data directory, wait until it answers PING, and kill it
-//! when the handle is dropped. Also a raw RESP client for byte-exact comparisons, and a handle
+//! it on a free port with a temporary data directory, wait until it answers PING (once it has
+//! loaded its data; [`Server::start_loading_in`] returns as soon as it answers at all), and kill
+//! it when the handle is dropped. Also a raw RESP client for byte-exact comparisons, and a handle
 //! on a real `redis-server` when one is installed, to diff replies against.
 //!
 //! ```no_run
@@ -90,8 +91,18 @@ impl Server {
 
     /// Starts a server with its data in `dir`.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(dir, extra, true)
+    }
+
+    /// Starts a server with its data in `dir` and returns once it answers, possibly still
+    /// loading (PING gets `-LOADING`).
+    pub fn start_loading_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(dir, extra, false)
+    }
+
+    fn start_with(dir: &Path, extra: &[&str], loaded: bool) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, port) = launch(dir, &args);
+        let (child, port) = launch(dir, &args, loaded);
         Server {
             child,
             port,
@@ -105,7 +116,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, port) = launch(&self.dir, &self.args);
+        let (child, port) = launch(&self.dir, &self.args, true);
         self.child = child;
         self.port = port;
     }
@@ -149,13 +160,14 @@ impl Server {
     }
 }
 
-/// Starts the server on a free port and waits until *this* process answers (a port picked as
-/// free can be taken by a parallel test before the server binds it: then try another).
-fn launch(dir: &Path, args: &[String]) -> (Child, u16) {
+/// Starts the server on a free port and waits until *this* process answers, and with `loaded`
+/// until it has loaded its data (a port picked as free can be taken by a parallel test before
+/// the server binds it: then try another).
+fn launch(dir: &Path, args: &[String], loaded: bool) -> (Child, u16) {
     for _ in 0..10 {
         let port = free_port();
         let mut child = spawn(port, dir, args);
-        if answers(&mut child, port) {
+        if answers(&mut child, port, loaded) {
             return (child, port);
         }
         let _ = child.kill();
@@ -166,8 +178,9 @@ fn launch(dir: &Path, args: &[String]) -> (Child, u16) {
     );
 }
 
-/// Whether `child` is up on `port`: it answers PING and INFO names its pid.
-fn answers(child: &mut Child, port: u16) -> bool {
+/// Whether `child` is up on `port`: it answers PING (`-LOADING` counts unless `loaded`) and
+/// INFO names its pid.
+fn answers(child: &mut Child, port: u16, loaded: bool) -> bool {
     for _ in 0..500 {
         if !matches!(child.try_wait(), Ok(None)) {
             return false;
@@ -180,9 +193,12 @@ fn answers(child: &mut Child, port: u16) -> bool {
             };
             let mut probe = || -> Option<bool> {
                 raw.sock.write_all(b"PING\r\n").ok()?;
-                let mut buf = [0u8; 7];
-                raw.sock.read_exact(&mut buf).ok()?;
-                if &buf != b"+PONG\r\n" {
+                let pong = reply_bytes(&mut raw)?;
+                if pong.starts_with(b"-LOADING") {
+                    if loaded {
+                        return None;
+                    }
+                } else if pong != b"+PONG\r\n" {
                     return Some(false);
                 }
                 raw.sock.write_all(b"INFO server\r\n").ok()?;

@@ -31,7 +31,7 @@ pub fn quit(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
 
 pub fn select(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     let n = tri!(i32_arg(a[1]));
-    if n < 0 || n as usize >= ctx.srv.engine.databases() {
+    if n < 0 || n as usize >= ctx.srv.databases() {
         return Reply::err(DB_RANGE);
     }
     ctx.s.db = n as usize;

@@ -41,6 +41,8 @@ pub const READONLY: u32 = 2;
 pub const MAY_REPLICATE: u32 = 4;
 pub const NOSCRIPT: u32 = 8;
 pub const FAST: u32 = 16;
+/// Redis's CMD_LOADING: allowed while the data set is still loading.
+pub const LOADING: u32 = 32;
 
 /// Per-command counters, as INFO commandstats shows them.
 #[derive(Debug, Default)]
@@ -178,6 +180,7 @@ fn flags_of(m: &Meta) -> u32 {
             "may_replicate" => MAY_REPLICATE,
             "noscript" => NOSCRIPT,
             "fast" => FAST,
+            "loading" => LOADING,
             _ => 0,
         }
     })
@@ -333,6 +336,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
             out,
         );
     };
+    if cmd.flags & LOADING == 0 && srv.engine.loaded().is_none() {
+        cmd.stats.rejected.fetch_add(1, Relaxed);
+        return (Reply::err(LOADING_ERR), out);
+    }
     ctx.s.info.last_cmd.store(cmd.id, Relaxed);
     let start = Instant::now();
     let reply = handler(ctx, args);
@@ -379,6 +386,7 @@ pub const SYNTAX: &str = "ERR syntax error";
 pub const NOT_INT: &str = "ERR value is not an integer or out of range";
 pub const NOT_FLOAT: &str = "ERR value is not a valid float";
 pub const DB_RANGE: &str = "ERR DB index is out of range";
+pub const LOADING_ERR: &str = "LOADING Redis is loading the dataset in memory";
 
 pub fn int_arg(a: &[u8]) -> Result<i64, Reply> {
     parse_i64(a).ok_or_else(|| Reply::err(NOT_INT))
@@ -466,6 +474,53 @@ mod tests {
             reply.encode(2, &mut out);
             String::from_utf8(out).unwrap()
         }
+    }
+
+    /// Before the engine is open, every command with Redis's `loading` flag runs (and must not
+    /// need the engine: INFO of every section included); every other one gets -LOADING.
+    #[test]
+    fn while_loading_only_commands_with_the_loading_flag_run() {
+        let srv = Shared::loading(Config::default(), None);
+        let info = Arc::new(ClientInfo::new(1, "a:1".into(), "b:2".into(), 3, 0));
+        let mut s = Session::new(info, true);
+        let mut run = |line: &str| {
+            let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            let mut ctx = Ctx {
+                srv: &srv,
+                s: &mut s,
+                shutdown: false,
+            };
+            let (reply, _) = dispatch(&mut ctx, &args);
+            let mut out = Vec::new();
+            reply.encode(2, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let loading = format!("-{LOADING_ERR}\r\n");
+        for refused in [
+            "GET k",
+            "SET k v",
+            "PING",
+            "DBSIZE",
+            "OBJECT ENCODING k",
+            "SAVE",
+        ] {
+            assert_eq!(run(refused), loading, "{refused}");
+        }
+        assert_eq!(run("SELECT 15"), "+OK\r\n");
+        assert_eq!(run("SELECT 16"), "-ERR DB index is out of range\r\n");
+        assert!(run("INFO everything").contains("loading:1\r\n"));
+        assert!(run("CONFIG GET maxclients").contains("10000"));
+        assert!(run("CLIENT LIST").starts_with('$'));
+        assert!(run("COMMAND COUNT").starts_with(':'));
+        assert!(run("GET").starts_with("-ERR wrong number of arguments"));
+        let stats = srv
+            .table
+            .lookup(b"get")
+            .unwrap()
+            .stats
+            .rejected
+            .load(Relaxed);
+        assert_eq!(stats, 2, "rejected calls are counted as Redis counts them");
     }
 
     #[test]

@@ -202,7 +202,8 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         all || (default && in_default) || sections.iter().any(|s| s == name)
     };
     let srv = ctx.srv;
-    let stats = srv.engine.stats();
+    // While loading (no engine yet) the engine's figures read as zero.
+    let stats = srv.engine.loaded().map(|e| e.stats()).unwrap_or_default();
     let cfg = srv.config.read().unwrap();
     let mut out = String::new();
     let section = |out: &mut String, title: &str| {
@@ -281,7 +282,8 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     }
     if want("persistence", true) {
         section(&mut out, "Persistence");
-        line!("loading:0");
+        let still_loading = srv.engine.loaded().is_none();
+        line!("loading:{}", u8::from(still_loading));
         line!("async_loading:0");
         line!(
             "rdb_changes_since_last_save:{}",
@@ -290,6 +292,15 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         line!("rdb_bgsave_in_progress:0");
         line!("rdb_last_save_time:{}", srv.lastsave.load(Relaxed));
         line!("rdb_last_bgsave_status:ok");
+        let recovery = srv.engine.loaded().map(|e| e.recovery());
+        line!(
+            "rdb_last_load_keys_expired:{}",
+            recovery.map_or(0, |r| r.expired_skipped)
+        );
+        line!(
+            "rdb_last_load_keys_loaded:{}",
+            recovery.map_or(0, |r| r.keys_loaded)
+        );
         line!("aof_enabled:1");
         line!("aof_rewrite_in_progress:0");
         line!("aof_rewrite_scheduled:0");
@@ -302,6 +313,27 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             }
         );
         line!("aof_current_size:{}", stats.tail_addr);
+        if let Some(l) = srv.loading.as_ref().filter(|_| still_loading) {
+            // As Redis computes them: progress in bytes of the files, ETA from the rate so far.
+            let (total, loaded) = (l.total_bytes(), l.loaded_bytes());
+            let perc = if total > 0 {
+                loaded as f64 / total as f64 * 100.0
+            } else {
+                0.0
+            };
+            let elapsed = (unix_ms() / 1000).saturating_sub(l.start_time);
+            let eta = if elapsed == 0 {
+                1
+            } else {
+                elapsed * total.saturating_sub(loaded) / (loaded + 1)
+            };
+            line!("loading_start_time:{}", l.start_time);
+            line!("loading_total_bytes:{total}");
+            line!("loading_rdb_used_mem:0");
+            line!("loading_loaded_bytes:{loaded}");
+            line!("loading_loaded_perc:{perc:.2}");
+            line!("loading_eta_seconds:{eta}");
+        }
         line!("segkv_appendfsync:{}", srv.appendfsync.name());
         line!("segkv_tail_addr:{}", stats.tail_addr);
         line!("segkv_durable_addr:{}", stats.durable_addr);
@@ -417,12 +449,13 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     }
     if want("keyspace", true) {
         section(&mut out, "Keyspace");
-        for db in 0..srv.engine.databases() {
-            let keys = srv.engine.len(db);
+        let engine = srv.engine.loaded();
+        for db in 0..engine.map_or(0, |e| e.databases()) {
+            let keys = engine.map_or(0, |e| e.len(db));
             if keys > 0 {
                 line!(
                     "db{db}:keys={keys},expires={},avg_ttl=0",
-                    srv.engine.expires_len(db)
+                    engine.map_or(0, |e| e.expires_len(db))
                 );
             }
         }
@@ -505,7 +538,10 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
 }
 
 fn sync(ctx: &Ctx<'_>) -> Result<(), Reply> {
-    ctx.srv.engine.sync().map_err(engine_err)?;
+    // While loading (only SHUTDOWN gets here then) nothing was written: nothing to sync.
+    if let Some(e) = ctx.srv.engine.loaded() {
+        e.sync().map_err(engine_err)?;
+    }
     ctx.srv.lastsave.store(unix_ms() / 1000, Relaxed);
     Ok(())
 }
