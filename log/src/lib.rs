@@ -10,6 +10,8 @@
 
 pub mod epoch;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 mod log;
 mod mem;

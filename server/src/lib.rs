@@ -41,6 +41,8 @@
 pub mod cmd;
 pub mod config;
 pub mod f80;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod net;
 pub mod reply;
