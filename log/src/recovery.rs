@@ -15,7 +15,11 @@ use crate::LogError;
 use crate::log::{LogConfig, RecoveryReport};
 use crate::mem::SegMem;
 use crate::record::{self, DecodeError, RecordView, Scanned};
-use crate::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, parse_segment_file_name};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, UNIT, parse_segment_file_name};
+
+/// Largest capacity a segment header may claim: the largest `segment-size` the server accepts
+/// (a segment made for one large record is at most about 1 GiB).
+const MAX_SEGMENT_CAPACITY: u64 = 1 << 40;
 
 /// Segment files in `dir`, sorted by base address.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
@@ -88,6 +92,34 @@ fn open_segment(base: u64, path: &Path) -> Result<Result<Opened, String>, LogErr
     }))
 }
 
+/// Why a segment whose header checks out cannot be one this log wrote, if it cannot: its
+/// address range must start on a unit, hold the whole file, and end before the next segment's
+/// base. A header with a good CRC and such a range is corruption, never a torn write.
+fn range_error(o: &Opened, next_base: Option<u64>) -> Option<String> {
+    let (base, capacity) = (o.header.base, o.header.capacity);
+    if !base.is_multiple_of(UNIT) {
+        return Some(format!("base {base:#x} is not a multiple of {UNIT:#x}"));
+    }
+    if !(SEGMENT_HEADER_LEN..=MAX_SEGMENT_CAPACITY).contains(&capacity) {
+        return Some(format!("impossible segment capacity {capacity}"));
+    }
+    if o.file_len > capacity {
+        return Some(format!(
+            "file of {} bytes is longer than its capacity {capacity}",
+            o.file_len
+        ));
+    }
+    let Some(end) = base.checked_add(capacity.div_ceil(UNIT) * UNIT) else {
+        return Some("segment runs past the end of the address space".into());
+    };
+    match next_base {
+        Some(next) if end > next => Some(format!(
+            "segment of capacity {capacity} overlaps the next one at {next:#x}"
+        )),
+        _ => None,
+    }
+}
+
 /// Whether the segment's first record is valid (used to tell a torn tail from corruption).
 fn starts_with_valid_record(o: &Opened) -> bool {
     let data = o.mem.bytes(0, o.file_len as usize);
@@ -106,7 +138,17 @@ pub(crate) fn recover(
     let mut opened: Vec<Opened> = Vec::new();
     for (i, (base, path)) in files.iter().enumerate() {
         match open_segment(*base, path)? {
-            Ok(o) => opened.push(o),
+            Ok(o) => match range_error(&o, files.get(i + 1).map(|f| f.0)) {
+                None => opened.push(o),
+                Some(why) if cfg.recover_corrupt => report.skipped.push((path.clone(), 0, why)),
+                Some(why) => {
+                    return Err(LogError::Corrupt {
+                        path: path.clone(),
+                        offset: 0,
+                        why,
+                    });
+                }
+            },
             Err(why) => {
                 // A trailing file whose header never reached the disk held no synced data
                 // (the header is written before any record, and synced with the first one).
