@@ -9,7 +9,9 @@
 //! bit  52      TOMB: the key is deleted (the address is its tombstone or expired record)
 //! bits 51..0   record address / 4
 //! 0            EMPTY;  u64::MAX  MOVED (the table is being migrated; look in the next one);
-//!              u64::MAX-1  MOVED_EMPTY (was empty when migrated: still ends a probe run)
+//!              u64::MAX-1  MOVED_EMPTY (was empty when migrated: still ends a probe run);
+//!              u64::MAX-2  DELETED (the key's record was reclaimed by the cleaner: the slot
+//!              belongs to no key any more, continues probe runs, and is dropped by a resize)
 //! ```
 //! A slot, once claimed by a key, belongs to that key until the table is replaced, so two
 //! inserters of one key always meet on the same slot. Per key, index addresses only grow: a
@@ -35,6 +37,9 @@ pub(crate) const MOVED: u64 = u64::MAX;
 /// A slot that was empty when migrated: it still ends probe runs (a key is never found past
 /// it), so a lookup late in a migration does not walk the whole old table.
 pub(crate) const MOVED_EMPTY: u64 = u64::MAX - 1;
+/// A slot whose entry the cleaner removed (its record's segment is gone). A CAS from the old
+/// value fails, so a writer that found the key there looks again and inserts elsewhere.
+pub(crate) const DELETED: u64 = u64::MAX - 2;
 const ADDR_MASK: u64 = (1 << 52) - 1;
 const TOMB: u64 = 1 << 52;
 const TAG_SHIFT: u32 = 53;
@@ -90,6 +95,12 @@ pub(crate) fn tombed(v: u64) -> u64 {
 #[inline]
 fn tag_matches(v: u64, h: u64) -> bool {
     (v >> TAG_SHIFT) == (h & TAG_MASK)
+}
+
+/// Whether a slot value is a key's entry (live or tomb), not one of the markers.
+#[inline]
+pub(crate) fn is_entry(v: u64) -> bool {
+    v != EMPTY && v < DELETED
 }
 
 /// Order of two entries of the same key: newer address first, and at one address a tomb
@@ -192,7 +203,10 @@ fn probe<'g, K: KeySource + ?Sized>(
         if v == MOVED_EMPTY {
             return Probe::Absent(None);
         }
-        if v != MOVED && tag_matches(v, h) && log.key_at(slot_addr(v), g).is_some_and(|k| k == key)
+        if v != MOVED
+            && v != DELETED
+            && tag_matches(v, h)
+            && log.key_at(slot_addr(v), g).is_some_and(|k| k == key)
         {
             return Probe::Hit(s, v);
         }
@@ -405,6 +419,37 @@ impl Index {
         }
     }
 
+    /// Calls `f(slot, value)` for the entries (live or tomb) among slots `[from, from + n)` of
+    /// the current table; returns the position after them, or None past the end.
+    pub(crate) fn walk_slots(
+        &self,
+        from: usize,
+        n: usize,
+        g: &EpochGuard,
+        f: &mut dyn FnMut(&AtomicU64, u64),
+    ) -> Option<usize> {
+        let t = self.current(g);
+        let end = (from + n).min(t.nslots());
+        for i in from..end {
+            let s = t.slot(i);
+            let v = s.load(Ordering::Acquire);
+            if is_entry(v) {
+                f(s, v);
+            }
+        }
+        (end < t.nslots()).then_some(end)
+    }
+
+    /// Finishes a resize under way, helping to migrate (the caller holds the writer gate
+    /// open-entered, so no new resize starts until it leaves).
+    pub(crate) fn finish_resize<K: KeySource + ?Sized>(&self, log: &K, g: &EpochGuard) {
+        while self.resizing(g) {
+            if !self.help_migrate(log, g) {
+                std::thread::yield_now();
+            }
+        }
+    }
+
     /// Number of slots in the current table (for sizing a SCAN step).
     pub(crate) fn nslots(&self, g: &EpochGuard) -> usize {
         self.current(g).nslots()
@@ -443,7 +488,7 @@ impl Index {
         let start = (r as usize) % n;
         for k in 0..n {
             let v = t.slot((start + k) % n).load(Ordering::Acquire);
-            if v != EMPTY && v != MOVED && v != MOVED_EMPTY && !is_tomb(v) && ok(v) {
+            if is_entry(v) && !is_tomb(v) && ok(v) {
                 return Some(v);
             }
         }
@@ -457,7 +502,7 @@ fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: 
         if v == MOVED || v == MOVED_EMPTY {
             return;
         }
-        if v != EMPTY {
+        if v != EMPTY && v != DELETED {
             copy_newer(next, v, log, g);
         }
         let mark = if v == EMPTY { MOVED_EMPTY } else { MOVED };
@@ -527,9 +572,7 @@ fn scan_range<K: KeySource + ?Sized>(
         if i >= stop && (v == EMPTY || v == MOVED_EMPTY) {
             return;
         }
-        if v != EMPTY
-            && v != MOVED
-            && v != MOVED_EMPTY
+        if is_entry(v)
             && let Some(key) = log.key_at(slot_addr(v), g)
         {
             let h = hash(key);
@@ -546,7 +589,8 @@ impl Index {
     /// Recovery's insert (single-threaded, records of one key in address order): records
     /// `addr` as the key's newest entry, a tomb when `dead`. Keys are read from the log only
     /// when a slot's tag matches. Returns whether the record was applied (false for a delete
-    /// of a key that has no entry).
+    /// of a key that has no entry), and the address and padded size of the live record it
+    /// replaced.
     pub(crate) fn replay_insert(
         &self,
         log: &Log,
@@ -555,7 +599,7 @@ impl Index {
         dead: bool,
         ttl: bool,
         g: &EpochGuard,
-    ) -> bool {
+    ) -> (bool, Option<(u64, u64)>) {
         let t = self.current(g);
         let n = t.nslots();
         let mut i = t.home(h);
@@ -565,20 +609,20 @@ impl Index {
             let v = s.load(Ordering::Relaxed);
             if v == EMPTY {
                 if dead {
-                    return false;
+                    return (false, None);
                 }
                 s.store(make_slot(addr, h, false), Ordering::Relaxed);
                 t.used.fetch_add(1, Ordering::Relaxed);
                 self.live.fetch_add(1, Ordering::Relaxed);
                 self.expires.fetch_add(i64::from(ttl), Ordering::Relaxed);
-                return true;
+                return (true, None);
             }
             if tag_matches(v, h) {
                 let k = match key {
                     Some(k) => k,
                     None => {
                         let Some(r) = log.read(addr, g) else {
-                            return false;
+                            return (false, None);
                         };
                         key = Some(r.key);
                         r.key
@@ -596,7 +640,8 @@ impl Index {
                         i64::from(!dead && ttl) - i64::from(had_ttl),
                         Ordering::Relaxed,
                     );
-                    return true;
+                    let freed = was_live.then(|| (slot_addr(v), old.padded_len() as u64));
+                    return (true, freed);
                 }
             }
             i += 1;

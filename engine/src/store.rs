@@ -10,6 +10,10 @@ use crate::api::*;
 use crate::gate::Gate;
 use crate::index::{Found, Index, Table, hash, is_tomb, make_slot, slot_addr, tombed};
 
+#[path = "clean.rs"]
+mod clean;
+pub use clean::CleanerStats;
+
 /// Keyspaces are fixed ids stored in records; databases map onto them (SWAPDB swaps the map).
 pub const MAX_DATABASES: usize = 16;
 
@@ -25,6 +29,7 @@ pub struct Engine {
     gate: Gate,
     expired_keys: AtomicU64,
     recovery: RecoveryInfo,
+    cleaner: clean::Cleaner,
 }
 
 /// What the last open found in the log.
@@ -105,6 +110,12 @@ impl Engine {
                         replay.db_map.swap(a, b);
                     }
                 }
+                Kind::DbMap
+                    if rec.value.len() == MAX_DATABASES
+                        && rec.value.iter().all(|&k| (k as usize) < MAX_DATABASES) =>
+                {
+                    replay.db_map.copy_from_slice(rec.value);
+                }
                 _ => {}
             }
         })?;
@@ -118,6 +129,7 @@ impl Engine {
             gate: Gate::new(),
             expired_keys: AtomicU64::new(0),
             recovery: RecoveryInfo::default(),
+            cleaner: clean::Cleaner::default(),
             log,
             cfg,
         };
@@ -133,11 +145,19 @@ impl Engine {
             }
             let index = Index::new(Table::for_keys(recs.len()));
             for r in bucket_by_hash(recs) {
-                if index.replay_insert(&engine.log, r.h, r.addr(), r.dead(), r.ttl(), &g)
-                    && r.dead()
-                    && r.ttl()
-                {
+                let (applied, freed) =
+                    index.replay_insert(&engine.log, r.h, r.addr(), r.dead(), r.ttl(), &g);
+                if applied && r.dead() && r.ttl() {
                     expired += 1;
+                }
+                // The cleaner's counters: the record replaced, and a dead record itself.
+                if let Some((addr, len)) = freed {
+                    engine.log.note_dead(addr, len, &g);
+                }
+                if r.dead()
+                    && let Some(rec) = engine.log.read(r.addr(), &g)
+                {
+                    engine.log.note_dead(r.addr(), rec.padded_len() as u64, &g);
                 }
             }
             loaded += index.len();
@@ -199,7 +219,7 @@ impl Engine {
         match self.state(&rec) {
             State::Live(c) => Some(f(c)),
             State::Expired => {
-                self.expire_slot(index, slot, v, true);
+                self.expire_slot(index, slot, v, &rec);
                 None
             }
             State::Dead => None,
@@ -224,17 +244,21 @@ impl Engine {
 
     /// Marks an expired key's slot as a tomb (no log write: recovery treats the expired record
     /// as a delete too).
-    fn expire_slot(&self, index: &Index, slot: &AtomicU64, v: u64, had_ttl: bool) {
-        if slot
+    fn expire_slot(&self, index: &Index, slot: &AtomicU64, v: u64, rec: &RecordView<'_>) -> bool {
+        let had_ttl = rec.expire_at.is_some();
+        let won = slot
             .compare_exchange(v, tombed(v), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if won {
+            self.log
+                .note_dead(slot_addr(v), rec.padded_len() as u64, &pin());
             index.live.fetch_sub(1, Ordering::Relaxed);
             if had_ttl {
                 index.expires.fetch_sub(1, Ordering::Relaxed);
             }
             self.expired_keys.fetch_add(1, Ordering::Relaxed);
         }
+        won
     }
 
     pub fn get(&self, db: usize, key: &[u8]) -> Option<Vec<u8>> {
@@ -297,21 +321,23 @@ impl Engine {
                     if index.must_grow_first(&found, &g) {
                         break None;
                     }
-                    let (cur, live_v) = match &found {
+                    // The current value, whether the slot holds a live entry, and the size of
+                    // the record a write replaces (it becomes dead: the cleaner's counters).
+                    let (cur, live_v, old_len) = match &found {
                         Found::Hit { v, slot, .. } if !is_tomb(*v) => {
                             match self.log.read(slot_addr(*v), &g) {
                                 Some(rec) => match self.state(&rec) {
-                                    State::Live(c) => (Some(c), true),
+                                    State::Live(c) => (Some(c), true, rec.padded_len()),
                                     State::Expired => {
-                                        self.expire_slot(index, slot, *v, true);
+                                        self.expire_slot(index, slot, *v, &rec);
                                         continue;
                                     }
-                                    State::Dead => (None, true),
+                                    State::Dead => (None, true, rec.padded_len()),
                                 },
-                                None => (None, true),
+                                None => (None, true, 0),
                             }
                         }
-                        _ => (None, false),
+                        _ => (None, false, 0),
                     };
                     let old_ttl = cur.is_some_and(|c| c.expire_at.is_some());
                     let (plan, r) = decide(cur);
@@ -331,6 +357,16 @@ impl Engine {
                     let pending = self.log.append(&spec, &g)?;
                     let tomb = spec_kind == Kind::Delete;
                     if index.install(&found, make_slot(pending.addr(), h, tomb)) {
+                        if let Found::Hit { v, .. } = found
+                            && old_len > 0
+                        {
+                            self.log.note_dead(slot_addr(v), old_len as u64, &g);
+                        }
+                        if tomb {
+                            // A tombstone is garbage from the start: it only shadows older records.
+                            self.log
+                                .note_dead(pending.addr(), spec.padded_len() as u64, &g);
+                        }
                         pending.commit();
                         let now_live = !tomb;
                         index

@@ -20,6 +20,10 @@ enum Op {
     FlushDb(u8),
     SwapDb(u8, u8),
     Reopen,
+    /// Run the cleaner (forced: any garbage is worth cleaning) until it has nothing to do.
+    Clean(u8),
+    /// The active-expiry sweep over the whole index.
+    Sweep,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,6 +41,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => db.clone().prop_map(Op::FlushDb),
         1 => (db.clone(), db).prop_map(|(a, b)| Op::SwapDb(a, b)),
         1 => Just(Op::Reopen),
+        3 => (1u8..20).prop_map(Op::Clean),
+        1 => Just(Op::Sweep),
     ]
 }
 
@@ -162,6 +168,24 @@ proptest! {
                 Op::FlushDb(d) => { e.flush_db(d as usize).unwrap(); m[d as usize].clear(); }
                 Op::SwapDb(a, b) => { e.swap_db(a as usize, b as usize).unwrap(); m.swap(a as usize, b as usize); }
                 Op::Reopen => { drop(e); e = open(dir.path(), &clock); }
+                Op::Clean(chunk) => {
+                    e.sync().unwrap();
+                    e.set_memory_pressure(true);
+                    let mut steps = 0;
+                    while e.clean_step(chunk as usize).unwrap() {
+                        steps += 1;
+                        prop_assert!(steps < 10_000, "the cleaner never settles");
+                    }
+                    e.set_memory_pressure(false);
+                }
+                Op::Sweep => {
+                    e.expire_step(1 << 20);
+                    // Every expired key is gone from DBSIZE without anyone reading it.
+                    for (db, mdb) in m.iter().enumerate() {
+                        let want = mdb.values().filter(|v| v.1.is_none_or(|t| t > now)).count() as u64;
+                        prop_assert_eq!(e.len(db), want, "dbsize of db {} after the sweep", db);
+                    }
+                }
             }
             let now = clock.load(Ordering::Relaxed);
             check(&e, &m, now);

@@ -11,7 +11,7 @@ use crate::mem::SegMem;
 use crate::record::{
     self, DONE, END_MARK, HEADER_LEN, INVALID, LEN_MASK, MAX_RECORD_LEN, RecordSpec, RecordView,
 };
-use crate::segment::{SEGMENT_HEADER_LEN, Segment, UNIT_SHIFT};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment, UNIT_SHIFT, segment_file_name};
 use crate::writer::{SegmentWriter, make_writer};
 use crate::{FsyncPolicy, LogError, WriterKind};
 
@@ -56,6 +56,25 @@ pub struct RecoveryReport {
     pub writer_note: Option<String>,
 }
 
+/// A segment as the cleaner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base: u64,
+    /// Bytes of records (live and dead), header excluded.
+    pub data_bytes: u64,
+    /// Bytes counted dead (approximate; see `Log::note_dead`).
+    pub dead_bytes: u64,
+    /// Smallest and largest expiry among its Puts with an expiry.
+    pub min_expiry: Option<u64>,
+    pub max_expiry: Option<u64>,
+    /// `segment::holds` bits: which kinds of record it holds.
+    pub holds: u32,
+    /// It still takes appends.
+    pub active: bool,
+    /// Sealed, and everything in it is durable: it can be cleaned and retired.
+    pub settled: bool,
+}
+
 /// Segments by address unit.
 struct SegTable {
     first_unit: u64,
@@ -83,6 +102,18 @@ impl SegTable {
             segs.push(Some(seg.clone()));
         }
         SegTable { first_unit, segs }
+    }
+
+    fn without(&self, seg: &Arc<Segment>) -> SegTable {
+        let segs = self
+            .segs
+            .iter()
+            .map(|s| s.as_ref().filter(|s| !Arc::ptr_eq(s, seg)).cloned())
+            .collect();
+        SegTable {
+            first_unit: self.first_unit,
+            segs,
+        }
     }
 
     fn list(&self) -> Vec<Arc<Segment>> {
@@ -122,6 +153,7 @@ struct Shared {
     writer_name: &'static str,
     appended_bytes: AtomicU64,
     fsyncs: AtomicU64,
+    retired_bytes: AtomicU64,
     _lock: std::fs::File,
 }
 
@@ -277,6 +309,7 @@ impl Log {
             writer_name: writer.name(),
             appended_bytes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            retired_bytes: AtomicU64::new(0),
             _lock: lock,
         });
         let sh2 = sh.clone();
@@ -323,6 +356,7 @@ impl Log {
         }
         let padded = record::pad(len) as u64;
         let (seg, off) = self.reserve(padded, guard)?;
+        seg.stats.note(spec.kind, spec.expire_at);
         let mem = seg.mem(guard);
         let off = off as usize;
         spec.encode_body(mem.reserve_mut(off + 4, len - 4));
@@ -519,6 +553,156 @@ impl Log {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.sh.table.load(&pin()).list().len()
+    }
+
+    /// Counts `bytes` of the record at `addr` as dead: it is no longer its key's newest, or its
+    /// key is gone. Only steers the cleaner; liveness itself is always decided by the index.
+    #[inline]
+    pub fn note_dead(&self, addr: u64, bytes: u64, guard: &EpochGuard) {
+        if let Some(seg) = self.sh.table.load(guard).get(addr) {
+            seg.stats.dead.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Every segment, oldest first, with the counters the cleaner chooses by.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let g = pin();
+        let durable = self.durable_addr();
+        let active_base = self.sh.active.load(&g).base;
+        self.sh
+            .table
+            .load(&g)
+            .list()
+            .iter()
+            .map(|s| {
+                let end = s.data_end.load(Ordering::Acquire);
+                let sealed = end != crate::segment::OPEN;
+                let end = if sealed {
+                    end
+                } else {
+                    s.reserved.load(Ordering::Acquire).min(s.capacity)
+                };
+                let min = s.stats.min_expiry.load(Ordering::Relaxed);
+                let max = s.stats.max_expiry.load(Ordering::Relaxed);
+                SegmentInfo {
+                    base: s.base,
+                    data_bytes: end.saturating_sub(SEGMENT_HEADER_LEN),
+                    dead_bytes: s.stats.dead.load(Ordering::Relaxed),
+                    min_expiry: (min != u64::MAX).then_some(min),
+                    max_expiry: (max != 0).then_some(max),
+                    holds: s.stats.flags.load(Ordering::Relaxed),
+                    active: s.base == active_base,
+                    // Sealed, written, synced and mapped from its file: the flusher moved on.
+                    settled: sealed && s.base != active_base && durable >= s.next_base(),
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes of record data in every segment (live and dead).
+    pub fn data_bytes(&self) -> u64 {
+        self.segments().iter().map(|s| s.data_bytes).sum()
+    }
+
+    /// Calls `f(address, record)` for the valid records of the settled segment at `base`,
+    /// from `offset` on, at most `max` of them, in address order. Returns where to resume
+    /// (`Some(None)` when the segment is done), or None if there is no settled segment there.
+    pub fn records_from(
+        &self,
+        base: u64,
+        offset: u64,
+        max: usize,
+        guard: &EpochGuard,
+        mut f: impl FnMut(u64, RecordView<'_>),
+    ) -> Option<Option<u64>> {
+        let t = self.sh.table.load(guard);
+        let seg = t.get(base).filter(|s| s.base == base)?;
+        let end = seg.data_end.load(Ordering::Acquire);
+        if end == crate::segment::OPEN || self.durable_addr() < seg.next_base() {
+            return None;
+        }
+        let mem = seg.mem(guard);
+        let mut p = offset.max(SEGMENT_HEADER_LEN);
+        let mut n = 0;
+        while p + 4 <= end {
+            if n == max {
+                return Some(Some(p));
+            }
+            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
+            let len = (w & LEN_MASK) as u64;
+            if w & DONE == 0 || len < HEADER_LEN as u64 || p + len > end {
+                break;
+            }
+            if w & INVALID == 0
+                && let Some(r) = record::decode_body(mem.bytes(p as usize + 4, len as usize - 4))
+            {
+                f(seg.base + p, r);
+                n += 1;
+            }
+            p += record::pad(len as usize) as u64;
+        }
+        Some(None)
+    }
+
+    /// Whether the record at `addr` may have expired by `now`: its segment holds an expiry
+    /// that is due (false when no segment holds it).
+    #[inline]
+    pub fn may_have_expired(&self, addr: u64, now: u64, guard: &EpochGuard) -> bool {
+        self.sh
+            .table
+            .load(guard)
+            .get(addr)
+            .is_some_and(|s| s.stats.min_expiry.load(Ordering::Relaxed) <= now)
+    }
+
+    /// Seals the active segment now (if it holds any record), so the cleaner can reclaim it.
+    pub fn roll(&self) -> Result<(), LogError> {
+        let g = pin();
+        let seg: &Segment = self.sh.active.load(&g);
+        if seg.reserved.load(Ordering::Acquire) <= SEGMENT_HEADER_LEN {
+            return Ok(());
+        }
+        let off = seg.reserved.fetch_add(seg.capacity + 1, Ordering::AcqRel);
+        if off <= seg.capacity {
+            self.seal_and_roll(seg, off, 0, &g)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the settled segment at `base`: it leaves the table at once, its file is unlinked
+    /// (and the directory synced, so deletions reach the disk in the order they were made), and
+    /// its memory is unmapped once no reader can still hold an address in it. The caller makes
+    /// sure nothing in it is needed: its live records were copied and those copies are durable.
+    pub fn retire(&self, base: u64) -> Result<u64, LogError> {
+        let g = pin();
+        let seg = {
+            let _l = self.sh.table_lock.lock().unwrap();
+            let t = self.sh.table.load(&g);
+            let Some(seg) = t.get(base).filter(|s| s.base == base).cloned() else {
+                return Ok(0);
+            };
+            let settled = seg.is_sealed()
+                && !std::ptr::eq(&**self.sh.active.load(&g), &*seg)
+                && self.durable_addr() >= seg.next_base();
+            if !settled {
+                return Ok(0);
+            }
+            self.sh.table.replace(t.without(&seg), &g);
+            seg
+        };
+        let path = self.sh.cfg.dir.join(segment_file_name(base));
+        std::fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
+        sync_dir(&self.sh.cfg.dir)
+            .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
+        self.sh
+            .retired_bytes
+            .fetch_add(seg.data_end.load(Ordering::Acquire), Ordering::Relaxed);
+        Ok(seg.data_end.load(Ordering::Acquire))
+    }
+
+    /// Bytes of segment files deleted by `retire` so far.
+    pub fn retired_bytes(&self) -> u64 {
+        self.sh.retired_bytes.load(Ordering::Relaxed)
     }
 
     /// Flushes and syncs everything, then stops the flusher. Called by drop too.

@@ -47,6 +47,10 @@ pub enum Kind {
     FlushKeyspace = 3,
     /// Databases swapped (SWAPDB): value is two bytes, the two database numbers.
     SwapDb = 4,
+    /// The whole database -> keyspace map (value: 16 bytes, byte `db` = its keyspace). The
+    /// cleaner writes one in place of the SwapDb records of a segment it reclaims; replay sets
+    /// the map to it, and SwapDb records after it apply on top.
+    DbMap = 5,
 }
 
 impl Kind {
@@ -56,6 +60,7 @@ impl Kind {
             2 => Kind::Delete,
             3 => Kind::FlushKeyspace,
             4 => Kind::SwapDb,
+            5 => Kind::DbMap,
             _ => return None,
         })
     }
@@ -149,6 +154,18 @@ pub struct RecordView<'a> {
 }
 
 impl RecordView<'_> {
+    /// Space the record takes in the log, padded to `ALIGN`.
+    pub fn padded_len(&self) -> usize {
+        RecordSpec {
+            kind: self.kind,
+            keyspace: self.keyspace,
+            key: self.key,
+            value: self.value,
+            expire_at: self.expire_at,
+        }
+        .padded_len()
+    }
+
     /// Whether the record has expired at `now_ms` (a record expires at its deadline, as Redis).
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expire_at.is_some_and(|t| t <= now_ms)
@@ -288,6 +305,7 @@ mod tests {
         assert_eq!(Kind::Delete as u8, 2);
         assert_eq!(Kind::FlushKeyspace as u8, 3);
         assert_eq!(Kind::SwapDb as u8, 4);
+        assert_eq!(Kind::DbMap as u8, 5);
         for v in 0..=255u8 {
             if let Some(k) = Kind::from_u8(v) {
                 assert_eq!(k as u8, v);

@@ -15,7 +15,9 @@ use crate::LogError;
 use crate::log::{LogConfig, RecoveryReport};
 use crate::mem::SegMem;
 use crate::record::{self, DecodeError, RecordView, Scanned};
-use crate::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, UNIT, parse_segment_file_name};
+use crate::segment::{
+    SEGMENT_HEADER_LEN, SegStats, Segment, SegmentHeader, UNIT, parse_segment_file_name,
+};
 
 /// Largest capacity a segment header may claim: the largest `segment-size` the server accepts
 /// (a segment made for one large record is at most about 1 GiB).
@@ -171,6 +173,7 @@ pub(crate) fn recover(
     }
 
     let mut segments = Vec::new();
+    let stats: Vec<SegStats> = opened.iter().map(|_| SegStats::new()).collect();
     let mut stop_after: Option<usize> = None;
     for i in 0..opened.len() {
         let data_end;
@@ -181,6 +184,7 @@ pub(crate) fn recover(
             loop {
                 match record::scan(&data[p..]) {
                     Ok(Scanned::Record(view, n)) => {
+                        stats[i].note(view.kind, view.expire_at);
                         visit(o.header.base + p as u64, view);
                         report.records += 1;
                         p += n;
@@ -245,7 +249,7 @@ pub(crate) fn recover(
             .map_err(|e| LogError::io("remove segment after torn tail", &o.path, e))?;
         report.removed_files.push(o.path);
     }
-    for o in opened {
+    for (o, stats) in opened.into_iter().zip(stats) {
         if o.file
             .metadata()
             .map_err(|e| LogError::io("stat segment", &o.path, e))?
@@ -267,7 +271,7 @@ pub(crate) fn recover(
         drop(o.mem);
         let mem = SegMem::map_file(&o.file).map_err(|e| LogError::io("map segment", &o.path, e))?;
         segments.push(Arc::new(Segment::sealed(
-            o.path, o.file, o.header, data_end, mem,
+            o.path, o.file, o.header, data_end, mem, stats,
         )));
     }
     report.segments = segments.len();

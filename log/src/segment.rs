@@ -16,11 +16,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::LogError;
 use crate::epoch::{EpochCell, EpochGuard};
 use crate::mem::SegMem;
+use crate::record::Kind;
 
 pub const MAGIC: &[u8; 8] = b"SEGKVLOG";
 pub const VERSION: u32 = 1;
@@ -103,6 +104,64 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What kinds of record a segment holds (`SegStats::flags`).
+pub mod holds {
+    /// A Put without an expiry.
+    pub const PERSISTENT: u32 = 1;
+    /// A Delete (tombstone).
+    pub const DELETE: u32 = 2;
+    /// A FlushKeyspace.
+    pub const FLUSH: u32 = 4;
+    /// A SwapDb or DbMap.
+    pub const DB_MAP: u32 = 8;
+}
+
+/// Counters the cleaner reads to choose its work. Approximate while writers run (they are
+/// updated after the fact), exact enough to rank segments.
+pub(crate) struct SegStats {
+    /// Bytes of records that are no longer the newest of their key (or whose key is gone).
+    pub dead: AtomicU64,
+    /// Smallest and largest expiry of any Put with an expiry (`u64::MAX` / 0 when none).
+    pub min_expiry: AtomicU64,
+    pub max_expiry: AtomicU64,
+    /// `holds::*` bits.
+    pub flags: AtomicU32,
+}
+
+impl SegStats {
+    pub(crate) fn new() -> SegStats {
+        SegStats {
+            dead: AtomicU64::new(0),
+            min_expiry: AtomicU64::new(u64::MAX),
+            max_expiry: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
+        }
+    }
+
+    /// Accounts a record written into the segment.
+    #[inline]
+    pub fn note(&self, kind: Kind, expire_at: Option<u64>) {
+        let f = match (kind, expire_at) {
+            (Kind::Put, None) => holds::PERSISTENT,
+            (Kind::Put, Some(_)) => 0,
+            (Kind::Delete, _) => holds::DELETE,
+            (Kind::FlushKeyspace, _) => holds::FLUSH,
+            (Kind::SwapDb | Kind::DbMap, _) => holds::DB_MAP,
+        };
+        if f != 0 && self.flags.load(Ordering::Relaxed) & f == 0 {
+            self.flags.fetch_or(f, Ordering::Relaxed);
+        }
+        if let Some(t) = expire_at {
+            if t > self.max_expiry.load(Ordering::Relaxed) {
+                self.max_expiry.fetch_max(t, Ordering::Relaxed);
+            }
+            if t < self.min_expiry.load(Ordering::Relaxed) {
+                self.min_expiry.fetch_min(t, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 pub(crate) struct Segment {
     pub base: u64,
     pub capacity: u64,
@@ -113,6 +172,7 @@ pub(crate) struct Segment {
     /// Where the data ends once sealed; `OPEN` before.
     pub data_end: AtomicU64,
     pub mem: EpochCell<SegMem>,
+    pub stats: SegStats,
 }
 
 impl Segment {
@@ -154,6 +214,7 @@ impl Segment {
             reserved: AtomicU64::new(SEGMENT_HEADER_LEN + first),
             data_end: AtomicU64::new(OPEN),
             mem: EpochCell::new(mem),
+            stats: SegStats::new(),
         })
     }
 
@@ -164,6 +225,7 @@ impl Segment {
         header: SegmentHeader,
         data_end: u64,
         mem: SegMem,
+        stats: SegStats,
     ) -> Segment {
         Segment {
             base: header.base,
@@ -173,6 +235,7 @@ impl Segment {
             reserved: AtomicU64::new(u64::MAX),
             data_end: AtomicU64::new(data_end),
             mem: EpochCell::new(mem),
+            stats,
         }
     }
 

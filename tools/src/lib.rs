@@ -114,6 +114,15 @@ impl Replay {
                                     r.db_map.swap(*a as usize, *b as usize);
                                 }
                             }
+                            Kind::DbMap => {
+                                if view.value.len() == MAX_DATABASES
+                                    && view.value.iter().all(|&k| (k as usize) < MAX_DATABASES)
+                                {
+                                    for (d, &k) in view.value.iter().enumerate() {
+                                        r.db_map[d] = k;
+                                    }
+                                }
+                            }
                         }
                     }
                     Item::Invalid { padded, .. } => {

@@ -298,7 +298,7 @@ fn inspect(r: &Replay, now: u64, json: bool) -> anyhow::Result<()> {
             }
         }
     }
-    let kinds = ["?", "put", "delete", "flushdb", "swapdb", "?", "?", "?"];
+    let kinds = ["?", "put", "delete", "flushdb", "swapdb", "dbmap", "?", "?"];
     let mut s = String::new();
     if json {
         s.push_str("{\"segments\":[");

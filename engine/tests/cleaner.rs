@@ -1,0 +1,299 @@
+//! The segment cleaner: it reclaims space, never changes what a key reads (now or after a
+//! restart), and is safe against writers and readers running beside it.
+
+use segkv_engine::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+fn open(dir: &std::path::Path, clock: &Arc<AtomicU64>, seg: u64) -> Engine {
+    let mut c = Config::new(dir);
+    c.segment_size = seg;
+    c.appendfsync = FsyncPolicy::No;
+    c.clock = Clock::Manual(clock.clone());
+    Engine::open(c).unwrap()
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key:{i:06}").into_bytes()
+}
+
+/// A value that says which key and which version it belongs to, so a torn or foreign read shows.
+fn value(i: usize, version: u64) -> Vec<u8> {
+    let mut v = format!("{i}:{version}:").into_bytes();
+    v.resize(100, b'x');
+    v
+}
+
+fn parse(v: &[u8]) -> (usize, u64) {
+    let s = std::str::from_utf8(v).unwrap();
+    let mut it = s.split(':');
+    (
+        it.next().unwrap().parse().unwrap(),
+        it.next().unwrap().parse().unwrap(),
+    )
+}
+
+fn clean_all(e: &Engine) {
+    // Segments are cleaned once the flusher has settled them.
+    e.sync().unwrap();
+    e.expire_step(1 << 30);
+    e.set_memory_pressure(true);
+    let mut n = 0;
+    while e.clean_step(1000).unwrap() {
+        n += 1;
+        assert!(n < 100_000, "the cleaner never settles");
+    }
+    e.set_memory_pressure(false);
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count()
+}
+
+#[test]
+fn cleaning_reclaims_garbage_and_restart_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 64 << 10);
+    let n = 3000;
+    let mut model: HashMap<usize, Option<(u64, Option<u64>)>> = HashMap::new();
+    for version in 0..4u64 {
+        for i in 0..n {
+            e.set(0, &key(i), &value(i, version), SetOptions::default())
+                .unwrap();
+            model.insert(i, Some((version, None)));
+        }
+    }
+    for i in (0..n).step_by(2) {
+        e.delete(0, &key(i)).unwrap();
+        model.insert(i, None);
+    }
+    let now = clock.load(Ordering::Relaxed);
+    for i in (1..n).step_by(4) {
+        e.expire(0, &key(i), Some(now + 10), ExpireCond::Always)
+            .unwrap();
+        model.insert(i, Some((3, Some(now + 10))));
+    }
+    let before_files = segment_files(dir.path());
+    let before_bytes = e.log().data_bytes();
+    clock.fetch_add(11, Ordering::Relaxed);
+    for i in (1..n).step_by(4) {
+        model.insert(i, None);
+    }
+    clean_all(&e);
+    let st = e.cleaner_stats();
+    assert!(st.segments_cleaned > 0, "{st:?}");
+    assert!(st.records_copied > 0, "{st:?}");
+    let live_keys = model.values().filter(|v| v.is_some()).count();
+    // Every expired key left DBSIZE: the cleaner removed the entries of the records it dropped.
+    assert_eq!(e.len(0), live_keys as u64);
+    let after_bytes = e.log().data_bytes();
+    assert!(
+        after_bytes * 3 < before_bytes,
+        "{before_bytes} -> {after_bytes} bytes"
+    );
+    assert!(segment_files(dir.path()) < before_files);
+    let check = |e: &Engine| {
+        for i in 0..n {
+            let got = e.get(0, &key(i));
+            match model[&i] {
+                Some((version, _)) => assert_eq!(got, Some(value(i, version)), "key {i}"),
+                None => assert_eq!(got, None, "key {i} came back"),
+            }
+        }
+    };
+    check(&e);
+    drop(e);
+    // Tombstones of keys whose old records were reclaimed must not be needed any more, and the
+    // ones still needed must have survived: nothing deleted comes back after a restart.
+    let e = open(dir.path(), &clock, 64 << 10);
+    check(&e);
+    assert_eq!(e.len(0), live_keys as u64);
+    // Cleaning twice changes nothing more than space.
+    clean_all(&e);
+    check(&e);
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    check(&e);
+}
+
+#[test]
+fn wholly_expired_segments_are_dropped_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 64 << 10);
+    let now = clock.load(Ordering::Relaxed);
+    // The wave first (the oldest segments hold only keys with an expiry), then persistent keys.
+    for i in 0..5000 {
+        let opts = SetOptions {
+            expiry: SetExpiry::At(now + 4000),
+            ..Default::default()
+        };
+        e.set(0, &key(i), &value(i, 0), opts).unwrap();
+    }
+    for i in 5000..5500 {
+        e.set(0, &key(i), &value(i, 0), SetOptions::default())
+            .unwrap();
+    }
+    clean_all(&e);
+    assert_eq!(e.cleaner_stats().segments_dropped, 0, "nothing expired yet");
+    assert_eq!(e.len(0), 5500);
+    clock.fetch_add(4000, Ordering::Relaxed);
+    clean_all(&e);
+    let st = e.cleaner_stats();
+    assert!(st.segments_dropped > 0, "{st:?}");
+    assert_eq!(e.len(0), 500);
+    assert_eq!(e.expires_len(0), 0);
+    for i in 0..5500 {
+        assert_eq!(e.get(0, &key(i)).is_some(), i >= 5000, "key {i}");
+    }
+    // A write to a key whose entry pointed into a dropped segment finds no stale slot.
+    e.set(0, &key(7), b"again", SetOptions::default()).unwrap();
+    assert_eq!(e.get(0, &key(7)), Some(b"again".to_vec()));
+    assert_eq!(e.len(0), 501);
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    assert_eq!(e.len(0), 501);
+    assert_eq!(e.get(0, &key(7)), Some(b"again".to_vec()));
+}
+
+#[test]
+fn expiry_sweep_empties_dbsize_without_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 1 << 20);
+    let now = clock.load(Ordering::Relaxed);
+    for i in 0..2000 {
+        let expiry = if i % 2 == 0 {
+            SetExpiry::At(now + 100)
+        } else {
+            SetExpiry::Persist
+        };
+        let opts = SetOptions {
+            expiry,
+            ..Default::default()
+        };
+        e.set(0, &key(i), &value(i, 0), opts).unwrap();
+    }
+    // Not before the deadline.
+    clock.fetch_add(99, Ordering::Relaxed);
+    assert_eq!(e.expire_step(1 << 20), 0);
+    assert_eq!(e.len(0), 2000);
+    clock.fetch_add(1, Ordering::Relaxed);
+    let mut removed = 0;
+    for _ in 0..100 {
+        removed += e.expire_step(64);
+    }
+    assert_eq!(removed, 1000);
+    assert_eq!(e.len(0), 1000);
+    assert_eq!(e.expires_len(0), 0);
+    assert_eq!(e.stats().expired_keys, 1000);
+}
+
+/// Writers overwrite and delete their own keys while the cleaner copies them and readers read
+/// them: no copy brings back an old value or a deleted key, no reader sees a torn or foreign
+/// value, and a restart agrees with the writers' last word.
+#[test]
+fn cleaner_races_writers_and_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = Arc::new(open(dir.path(), &clock, 32 << 10));
+    let writers = 3;
+    let per = 400;
+    for w in 0..writers {
+        for j in 0..per {
+            let i = w * per + j;
+            e.set(0, &key(i), &value(i, 0), SetOptions::default())
+                .unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let e = e.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut last: HashMap<usize, Option<u64>> = HashMap::new();
+            let mut x = (w as u64 + 1) * 0x9e37_79b9_7f4a_7c15;
+            for round in 1..=30u64 {
+                for j in 0..per {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = w * per + j;
+                    if x.is_multiple_of(5) {
+                        e.delete(0, &key(i)).unwrap();
+                        last.insert(i, None);
+                    } else {
+                        e.set(0, &key(i), &value(i, round), SetOptions::default())
+                            .unwrap();
+                        last.insert(i, Some(round));
+                    }
+                }
+            }
+            last
+        }));
+    }
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let e = e.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                let mut i = r;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7) % (writers * per);
+                    if let Some(v) = e.get(0, &key(i)) {
+                        assert_eq!(v.len(), 100);
+                        assert_eq!(parse(&v).0, i, "a foreign value under key {i}");
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    let cleaner = {
+        let e = e.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            e.set_memory_pressure(true);
+            while !stop.load(Ordering::Relaxed) {
+                if !e.clean_step(200).unwrap() {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    let mut last = HashMap::new();
+    for h in handles {
+        last.extend(h.join().unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    cleaner.join().unwrap();
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(e.cleaner_stats().segments_cleaned > 0);
+    let check = |e: &Engine| {
+        for (&i, &v) in &last {
+            assert_eq!(e.get(0, &key(i)), v.map(|r| value(i, r)), "key {i}");
+        }
+    };
+    check(&e);
+    clean_all(&e);
+    check(&e);
+    let e = Arc::into_inner(e).unwrap();
+    drop(e);
+    let e = open(dir.path(), &clock, 32 << 10);
+    check(&e);
+}
