@@ -30,6 +30,8 @@ use std::sync::{Arc, OnceLock};
 use segkv_log::Log;
 use segkv_log::epoch::{EpochCell, EpochGuard};
 
+use std::sync::atomic::AtomicU16;
+
 use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Ordering, model_point};
 
 pub(crate) const EMPTY: u64 = 0;
@@ -116,6 +118,9 @@ struct Bucket([AtomicU64; SLOTS_PER_BUCKET]);
 
 pub(crate) struct Table {
     buckets: Box<[Bucket]>,
+    /// Per-slot access metadata for eviction and OBJECT IDLETIME/FREQ (LRU clock or LFU
+    /// counter; see `Engine::touch`). Best effort: not part of the index's protocol.
+    meta: Box<[AtomicU16]>,
     /// Slots claimed (live or tomb) or reserved: an insert reserves before it claims, and a
     /// table being migrated into starts with room reserved for every live key of the old one.
     /// Inserts never take the last empty slot, so every probe run ends and every copy fits.
@@ -130,6 +135,9 @@ impl Table {
         let n = n.max(1);
         Table {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
+            meta: std::iter::repeat_with(|| AtomicU16::new(0))
+                .take(n * SLOTS_PER_BUCKET)
+                .collect(),
             used: AtomicUsize::new(0),
             next: OnceLock::new(),
             cursor: AtomicUsize::new(0),
@@ -166,7 +174,16 @@ impl Table {
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Bucket>()
+        self.buckets.len() * (std::mem::size_of::<Bucket>() + 2 * SLOTS_PER_BUCKET)
+    }
+
+    /// The metadata of `slot`, if the slot is in this table.
+    #[inline]
+    fn meta_of(&self, slot: &AtomicU64) -> Option<&AtomicU16> {
+        let base = self.buckets.as_ptr() as usize;
+        let p = slot as *const AtomicU64 as usize;
+        let i = p.checked_sub(base)? / std::mem::size_of::<AtomicU64>();
+        self.meta.get(i)
     }
 
     /// The table being migrated into, if a resize is under way.
@@ -389,7 +406,13 @@ impl Index {
         }
         let end = (start + chunk).min(n);
         for i in start..end {
-            migrate_slot(cur.slot(i), next, log, g);
+            migrate_slot(
+                cur.slot(i),
+                cur.meta[i].load(Ordering::Relaxed),
+                next,
+                log,
+                g,
+            );
         }
         if cur.migrated.fetch_add(end - start, Ordering::AcqRel) + (end - start) == n {
             model_point();
@@ -473,6 +496,32 @@ impl Index {
         }
     }
 
+    /// The access metadata of a slot found in this index.
+    #[inline]
+    pub(crate) fn meta<'g>(&'g self, slot: &AtomicU64, g: &'g EpochGuard) -> Option<&'g AtomicU16> {
+        let t: &Table = self.current(g);
+        t.meta_of(slot)
+            .or_else(|| t.next().and_then(|n| n.meta_of(slot)))
+    }
+
+    /// The first live entry at or after a random position, with its access metadata.
+    pub(crate) fn sample(&self, r: u64, g: &EpochGuard) -> Option<(u64, u16)> {
+        let mut t: &Table = self.current(g);
+        if let Some(n) = t.next() {
+            t = n;
+        }
+        let n = t.nslots();
+        let start = (r as usize) % n;
+        for k in 0..n.min(4096) {
+            let i = (start + k) % n;
+            let v = t.slot(i).load(Ordering::Acquire);
+            if is_entry(v) && !is_tomb(v) {
+                return Some((v, t.meta[i].load(Ordering::Relaxed)));
+            }
+        }
+        None
+    }
+
     /// A slot value chosen at random among the live entries near a random position.
     pub(crate) fn random_entry(
         &self,
@@ -496,14 +545,20 @@ impl Index {
     }
 }
 
-fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: &EpochGuard) {
+fn migrate_slot<K: KeySource + ?Sized>(
+    s: &AtomicU64,
+    meta: u16,
+    next: &Table,
+    log: &K,
+    g: &EpochGuard,
+) {
     loop {
         let v = s.load(Ordering::Acquire);
         if v == MOVED || v == MOVED_EMPTY {
             return;
         }
         if v != EMPTY && v != DELETED {
-            copy_newer(next, v, log, g);
+            copy_newer(next, v, meta, log, g);
         }
         let mark = if v == EMPTY { MOVED_EMPTY } else { MOVED };
         if s.compare_exchange(v, mark, Ordering::AcqRel, Ordering::Acquire)
@@ -515,7 +570,7 @@ fn migrate_slot<K: KeySource + ?Sized>(s: &AtomicU64, next: &Table, log: &K, g: 
 }
 
 /// Puts entry `v` into `t` unless `t` already holds a newer entry of the same key.
-fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard) {
+fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, meta: u16, log: &K, g: &EpochGuard) {
     let Some(key) = log.key_at(slot_addr(v), g) else {
         return;
     };
@@ -523,11 +578,16 @@ fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard)
     loop {
         match probe(t, log, key, h, g) {
             Probe::Hit(slot, cur) => {
-                if !newer(v, cur)
-                    || slot
-                        .compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
+                if !newer(v, cur) {
+                    return;
+                }
+                if slot
+                    .compare_exchange(cur, v, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
                 {
+                    if let Some(m) = t.meta_of(slot) {
+                        m.store(meta, Ordering::Relaxed);
+                    }
                     return;
                 }
             }
@@ -541,6 +601,9 @@ fn copy_newer<K: KeySource + ?Sized>(t: &Table, v: u64, log: &K, g: &EpochGuard)
                     .compare_exchange(EMPTY, v, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
+                    if let Some(m) = t.meta_of(slot) {
+                        m.store(meta, Ordering::Relaxed);
+                    }
                     return;
                 }
             }

@@ -24,4 +24,4 @@ mod sync;
 
 pub use api::*;
 #[cfg(not(shuttle))]
-pub use store::{CleanerStats, Engine, MAX_DATABASES, RecoveryInfo};
+pub use store::{CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo};

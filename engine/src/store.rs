@@ -10,8 +10,11 @@ use crate::api::*;
 use crate::gate::Gate;
 use crate::index::{Found, Index, Table, hash, is_tomb, make_slot, slot_addr, tombed};
 
+#[path = "access.rs"]
+mod access;
 #[path = "clean.rs"]
 mod clean;
+pub use access::EvictPolicy;
 pub use clean::CleanerStats;
 
 /// Keyspaces are fixed ids stored in records; databases map onto them (SWAPDB swaps the map).
@@ -30,6 +33,8 @@ pub struct Engine {
     expired_keys: AtomicU64,
     recovery: RecoveryInfo,
     cleaner: clean::Cleaner,
+    access: access::Access,
+    evicted_keys: AtomicU64,
 }
 
 /// What the last open found in the log.
@@ -130,6 +135,8 @@ impl Engine {
             expired_keys: AtomicU64::new(0),
             recovery: RecoveryInfo::default(),
             cleaner: clean::Cleaner::default(),
+            access: access::Access::default(),
+            evicted_keys: AtomicU64::new(0),
             log,
             cfg,
         };
@@ -217,7 +224,10 @@ impl Engine {
         let (v, slot) = index.get(&self.log, key, h, &g)?;
         let rec = self.log.read(slot_addr(v), &g)?;
         match self.state(&rec) {
-            State::Live(c) => Some(f(c)),
+            State::Live(c) => {
+                access::touch_slot(self, index, slot, false, &g);
+                Some(f(c))
+            }
             State::Expired => {
                 self.expire_slot(index, slot, v, &rec);
                 None
@@ -366,6 +376,12 @@ impl Engine {
                             // A tombstone is garbage from the start: it only shadows older records.
                             self.log
                                 .note_dead(pending.addr(), spec.padded_len() as u64, &g);
+                        } else {
+                            let (slot, new) = match found {
+                                Found::Hit { slot, .. } => (slot, !live_v),
+                                Found::Miss { slot, .. } => (slot, true),
+                            };
+                            access::touch_slot(self, index, slot, new, &g);
                         }
                         pending.commit();
                         let now_live = !tomb;

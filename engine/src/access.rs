@@ -1,0 +1,278 @@
+//! Access tracking and eviction: two bytes per index slot hold either an LRU clock (seconds,
+//! 16 bits) or, under an LFU policy, Redis's logarithmic frequency counter (8 bits) with the
+//! minute it was last decayed (8 bits). Eviction samples keys as Redis does
+//! (`maxmemory-samples` per database into a pool of the best 16 candidates) and deletes the
+//! best one; the cleaner returns its bytes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::time::Instant;
+
+use segkv_log::epoch::pin;
+
+use super::{Engine, MAX_DATABASES, State, random_u64};
+use crate::api::EngineError;
+use crate::index::{Index, slot_addr};
+
+/// Redis's `LFU_INIT_VAL`: a new key's counter, so it is not evicted before it can be used.
+const LFU_INIT_VAL: u8 = 5;
+/// Redis's `EVPOOL_SIZE`.
+const POOL_SIZE: usize = 16;
+
+/// `maxmemory-policy`, minus `noeviction` (which never calls the engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictPolicy {
+    AllKeysLru,
+    AllKeysLfu,
+    AllKeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl EvictPolicy {
+    /// From a `maxmemory-policy` name; None for `noeviction` (or an unknown name).
+    pub fn parse(name: &str) -> Option<EvictPolicy> {
+        Some(match name {
+            "allkeys-lru" => EvictPolicy::AllKeysLru,
+            "allkeys-lfu" => EvictPolicy::AllKeysLfu,
+            "allkeys-random" => EvictPolicy::AllKeysRandom,
+            "volatile-lru" => EvictPolicy::VolatileLru,
+            "volatile-lfu" => EvictPolicy::VolatileLfu,
+            "volatile-random" => EvictPolicy::VolatileRandom,
+            "volatile-ttl" => EvictPolicy::VolatileTtl,
+            _ => return None,
+        })
+    }
+
+    fn volatile(self) -> bool {
+        matches!(
+            self,
+            EvictPolicy::VolatileLru
+                | EvictPolicy::VolatileLfu
+                | EvictPolicy::VolatileRandom
+                | EvictPolicy::VolatileTtl
+        )
+    }
+}
+
+/// (score, db, key, the key's address when sampled).
+type Candidate = (u64, usize, Vec<u8>, u64);
+
+pub(crate) struct Access {
+    started: Instant,
+    lfu: AtomicBool,
+    log_factor: AtomicU32,
+    decay_time: AtomicU32,
+    /// Eviction candidates; the highest score goes first.
+    pool: Mutex<Vec<Candidate>>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            started: Instant::now(),
+            lfu: AtomicBool::new(false),
+            log_factor: AtomicU32::new(10),
+            decay_time: AtomicU32::new(1),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Access {
+    fn secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    fn lru_clock(&self) -> u16 {
+        self.secs() as u16
+    }
+
+    fn minutes(&self) -> u8 {
+        (self.secs() / 60) as u8
+    }
+
+    /// Redis's LFUDecrAndReturn: the counter less one per `lfu-decay-time` minutes idle.
+    fn decayed(&self, m: u16) -> u8 {
+        let (t, c) = ((m >> 8) as u8, m as u8);
+        let decay = self.decay_time.load(Ordering::Relaxed);
+        if decay == 0 {
+            return c;
+        }
+        let periods = u32::from(self.minutes().wrapping_sub(t)) / decay;
+        c.saturating_sub(periods.min(255) as u8)
+    }
+
+    /// Records an access (or, with `new`, a key just created) in `m`.
+    #[inline]
+    pub(crate) fn touch(&self, m: &AtomicU16, new: bool) {
+        let cur = m.load(Ordering::Relaxed);
+        let next = if self.lfu.load(Ordering::Relaxed) {
+            let c = if new { LFU_INIT_VAL } else { self.decayed(cur) };
+            (u16::from(self.minutes()) << 8) | u16::from(log_incr(c, self))
+        } else {
+            self.lru_clock()
+        };
+        if next != cur {
+            m.store(next, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Redis's LFULogIncr: the counter grows with probability 1 / ((c - LFU_INIT_VAL) * factor + 1).
+fn log_incr(c: u8, a: &Access) -> u8 {
+    if c == 255 {
+        return 255;
+    }
+    let base = f64::from(c.saturating_sub(LFU_INIT_VAL));
+    let p = 1.0 / (base * f64::from(a.log_factor.load(Ordering::Relaxed)) + 1.0);
+    let r = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    if r < p { c + 1 } else { c }
+}
+
+impl Engine {
+    /// Switches access tracking between LRU clocks and LFU counters (`maxmemory-policy`),
+    /// with Redis's `lfu-log-factor` and `lfu-decay-time`.
+    pub fn set_access_tracking(&self, lfu: bool, log_factor: u32, decay_time: u32) {
+        let a = &self.access;
+        a.log_factor.store(log_factor, Ordering::Relaxed);
+        a.decay_time.store(decay_time, Ordering::Relaxed);
+        if a.lfu.swap(lfu, Ordering::Relaxed) != lfu {
+            a.pool.lock().unwrap().clear();
+        }
+    }
+
+    /// OBJECT IDLETIME (seconds since the last access) and OBJECT FREQ (the decayed LFU
+    /// counter) of a live key, read from its metadata under the current tracking mode.
+    pub fn access_info(&self, db: usize, key: &[u8]) -> Option<(u64, u8)> {
+        let g = pin();
+        let (_, index) = self.index(db, &g);
+        let (v, slot) = index.get(&self.log, key, super::hash(key), &g)?;
+        let rec = self.log.read(slot_addr(v), &g)?;
+        if !matches!(self.state(&rec), State::Live(_)) {
+            return None;
+        }
+        let m = index.meta(slot, &g)?.load(Ordering::Relaxed);
+        let idle = u64::from(self.access.lru_clock().wrapping_sub(m));
+        Some((idle, self.access.decayed(m)))
+    }
+
+    /// Evicts one key under `policy`, sampling `samples` keys per database. Returns false when
+    /// there is nothing it may evict (no keys, or no key with an expiry for volatile-*).
+    pub fn evict_one(&self, policy: EvictPolicy, samples: usize) -> Result<bool, EngineError> {
+        let now = self.now_ms();
+        let mut pool = self.access.pool.lock().unwrap();
+        {
+            let g = pin();
+            for db in 0..self.cfg.databases {
+                let (_, index) = self.index(db, &g);
+                if index.len() == 0
+                    || (policy.volatile() && index.expires.load(Ordering::Relaxed) <= 0)
+                {
+                    continue;
+                }
+                // Volatile policies look further: keys with an expiry may be rare (Redis samples
+                // its separate dictionary of them).
+                let tries = if policy.volatile() { 64 } else { 1 } * samples.max(1);
+                let mut found = 0;
+                for _ in 0..tries {
+                    if found == samples.max(1) {
+                        break;
+                    }
+                    let Some((v, m)) = index.sample(random_u64(), &g) else {
+                        break;
+                    };
+                    let Some(rec) = self.log.read(slot_addr(v), &g) else {
+                        continue;
+                    };
+                    if policy.volatile() && rec.expire_at.is_none() {
+                        continue;
+                    }
+                    found += 1;
+                    let score = match policy {
+                        EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom => 0,
+                        EvictPolicy::AllKeysLru | EvictPolicy::VolatileLru => {
+                            u64::from(self.access.lru_clock().wrapping_sub(m))
+                        }
+                        EvictPolicy::AllKeysLfu | EvictPolicy::VolatileLfu => {
+                            255 - u64::from(self.access.decayed(m))
+                        }
+                        EvictPolicy::VolatileTtl => {
+                            u64::MAX - rec.expire_at.unwrap_or(u64::MAX).max(now)
+                        }
+                    };
+                    let addr = slot_addr(v);
+                    if pool.iter().any(|c| c.3 == addr) {
+                        continue;
+                    }
+                    if pool.len() < POOL_SIZE {
+                        pool.push((score, db, rec.key.to_vec(), addr));
+                    } else if let Some(w) = pool.iter_mut().min_by_key(|c| c.0)
+                        && w.0 < score
+                    {
+                        *w = (score, db, rec.key.to_vec(), addr);
+                    }
+                    if matches!(
+                        policy,
+                        EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
+                    ) {
+                        break; // one random key is as good as any
+                    }
+                }
+            }
+        }
+        // The best candidate that is still what was sampled (not rewritten or gone meanwhile).
+        while let Some(i) = (0..pool.len()).max_by_key(|&i| pool[i].0) {
+            let (_, db, key, addr) = pool.swap_remove(i);
+            let g = pin();
+            let (_, index) = self.index(db, &g);
+            let current = index
+                .get(&self.log, &key, super::hash(&key), &g)
+                .is_some_and(|(v, _)| slot_addr(v) == addr);
+            drop(g);
+            if current && self.delete(db, &key)? {
+                self.evicted_keys.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Keys evicted so far.
+    pub fn evicted_keys(&self) -> u64 {
+        self.evicted_keys.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the data set takes: the index and every record in the log, live or not yet
+    /// reclaimed. What `maxmemory` limits and INFO's `used_memory` reports.
+    pub fn used_memory(&self) -> (u64, u64) {
+        let g = pin();
+        let index: u64 = self
+            .keyspaces
+            .iter()
+            .map(|k| k.index.load(&g).bytes(&g) as u64)
+            .sum();
+        let segs = self.log.segments();
+        let data: u64 = segs.iter().map(|s| s.data_bytes).sum();
+        let dead: u64 = segs.iter().map(|s| s.dead_bytes.min(s.data_bytes)).sum();
+        (index + data, index + data - dead)
+    }
+}
+
+/// Touches `slot`'s metadata in `index` (a read or an overwrite; `new` for a created key).
+#[inline]
+pub(crate) fn touch_slot(
+    e: &Engine,
+    index: &Index,
+    slot: &crate::sync::AtomicU64,
+    new: bool,
+    g: &segkv_log::epoch::EpochGuard,
+) {
+    if let Some(m) = index.meta(slot, g) {
+        e.access.touch(m, new);
+    }
+}
+
+const _: () = assert!(MAX_DATABASES <= 16);
