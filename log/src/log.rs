@@ -423,8 +423,9 @@ impl Log {
         let new = match Segment::create(&self.sh.cfg.dir, seg.next_base(), capacity, len) {
             Ok(s) => Arc::new(s),
             Err(e) => {
+                // The writer that found the disk full gets the failure every later one gets.
                 self.fail(format!("{e}"));
-                return Err(e);
+                return Err(self.failure());
             }
         };
         {
