@@ -10,7 +10,9 @@
 //!   pipelined requests grows memory without bound; it resumes when the socket drains.
 //! - **Durability.** Under `appendfsync always`, the reply of a write (and every later reply of
 //!   that connection, to keep order) is held until the engine's durable address passes the log
-//!   tail read after the write; the engine's `on_durable` callback wakes the workers.
+//!   tail read after the write; the engine's `on_durable` callback wakes the workers. An error
+//!   reply acknowledges nothing and is not held itself (a write refused by a failed log gets its
+//!   `-MISCONF`); if the log fails while replies are held, the connection is closed instead.
 //! - **Idle cost.** An idle connection keeps no read buffer (reads go through a per-worker
 //!   scratch buffer) and no output buffer.
 
@@ -504,7 +506,7 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
                     // As Redis: limits are checked when a reply is queued, before any write.
                     check_output_limits(srv, c)?;
                 }
-                if always && outcome.wrote {
+                if always && outcome.wrote && !reply.is_error() {
                     let need = srv.engine.tail_addr();
                     c.held = Some((c.held.map(|(f, _)| f).unwrap_or(start), need));
                 }
