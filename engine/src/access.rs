@@ -166,6 +166,7 @@ impl Engine {
         let mut pool = self.access.pool.lock().unwrap();
         {
             let g = pin();
+            let samples = samples.max(1);
             for db in 0..self.cfg.databases {
                 let (_, index) = self.index(db, &g);
                 if index.len() == 0
@@ -173,24 +174,14 @@ impl Engine {
                 {
                     continue;
                 }
-                // Volatile policies look further: keys with an expiry may be rare (Redis samples
-                // its separate dictionary of them).
-                let tries = if policy.volatile() { 64 } else { 1 } * samples.max(1);
-                let mut found = 0;
-                for _ in 0..tries {
-                    if found == samples.max(1) {
-                        break;
-                    }
-                    let Some((v, m)) = index.sample(random_u64(), &g) else {
-                        break;
-                    };
+                // Scores a sampled entry into the pool; false if the policy may not evict it.
+                let mut consider = |v: u64, m: u16| -> bool {
                     let Some(rec) = self.log.read(slot_addr(v), &g) else {
-                        continue;
+                        return false;
                     };
                     if policy.volatile() && rec.expire_at.is_none() {
-                        continue;
+                        return false;
                     }
-                    found += 1;
                     let score = match policy {
                         EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom => 0,
                         EvictPolicy::AllKeysLru | EvictPolicy::VolatileLru => {
@@ -205,7 +196,7 @@ impl Engine {
                     };
                     let addr = slot_addr(v);
                     if pool.iter().any(|c| c.3 == addr) {
-                        continue;
+                        return true;
                     }
                     if pool.len() < POOL_SIZE {
                         pool.push((score, db, rec.key.to_vec(), addr));
@@ -214,11 +205,44 @@ impl Engine {
                     {
                         *w = (score, db, rec.key.to_vec(), addr);
                     }
-                    if matches!(
-                        policy,
-                        EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
-                    ) {
-                        break; // one random key is as good as any
+                    true
+                };
+                let random = matches!(
+                    policy,
+                    EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
+                );
+                // One random key is as good as any.
+                let want = if random { 1 } else { samples };
+                // Volatile policies look further: keys with an expiry may be rare among the
+                // sampled ones (Redis samples its separate dictionary of them).
+                let tries = if policy.volatile() {
+                    64 * samples
+                } else {
+                    samples
+                };
+                let mut found = 0;
+                for _ in 0..tries {
+                    if found == want {
+                        break;
+                    }
+                    let Some((v, m)) = index.sample(random_u64(), &g) else {
+                        break;
+                    };
+                    if consider(v, m) {
+                        found += 1;
+                    }
+                }
+                if found == 0 && policy.volatile() {
+                    // Rare keys with an expiry that sampling missed: walk the table for them.
+                    let mut pos = Some(0);
+                    while let Some(p) = pos
+                        && found < want
+                    {
+                        pos = index.walk_slots_meta(p, 4096, &g, &mut |v, m| {
+                            if found < want && !crate::index::is_tomb(v) && consider(v, m) {
+                                found += 1;
+                            }
+                        });
                     }
                 }
             }
@@ -254,9 +278,7 @@ impl Engine {
             .iter()
             .map(|k| k.index.load(&g).bytes(&g) as u64)
             .sum();
-        let segs = self.log.segments();
-        let data: u64 = segs.iter().map(|s| s.data_bytes).sum();
-        let dead: u64 = segs.iter().map(|s| s.dead_bytes.min(s.data_bytes)).sum();
+        let (data, dead) = self.log.space();
         (index + data, index + data - dead)
     }
 }

@@ -165,7 +165,7 @@ impl Engine {
             return true;
         }
         // Small logs: not before the garbage is worth half a segment.
-        dead as f64 > (live as f64 * GARBAGE_RATIO).max(self.cfg.segment_size as f64 / 2.0)
+        dead as f64 > (live as f64 * GARBAGE_RATIO).max(self.log.segment_size() as f64 / 2.0)
     }
 
     /// Copies the live records of the segment at `base` from `offset` on, at most `max`

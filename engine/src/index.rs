@@ -463,6 +463,25 @@ impl Index {
         (end < t.nslots()).then_some(end)
     }
 
+    /// As `walk_slots`, passing each entry's access metadata instead of its slot.
+    pub(crate) fn walk_slots_meta(
+        &self,
+        from: usize,
+        n: usize,
+        g: &EpochGuard,
+        f: &mut dyn FnMut(u64, u16),
+    ) -> Option<usize> {
+        let t = self.current(g);
+        let end = (from + n).min(t.nslots());
+        for i in from..end {
+            let v = t.slot(i).load(Ordering::Acquire);
+            if is_entry(v) {
+                f(v, t.meta[i].load(Ordering::Relaxed));
+            }
+        }
+        (end < t.nslots()).then_some(end)
+    }
+
     /// Finishes a resize under way, helping to migrate (the caller holds the writer gate
     /// open-entered, so no new resize starts until it leaves).
     pub(crate) fn finish_resize<K: KeySource + ?Sized>(&self, log: &K, g: &EpochGuard) {

@@ -98,6 +98,9 @@ fn cleaning_reclaims_garbage_and_restart_agrees() {
     // Every expired key left DBSIZE: the cleaner removed the entries of the records it dropped.
     assert_eq!(e.len(0), live_keys as u64);
     let after_bytes = e.log().data_bytes();
+    // The running counters agree with the segments themselves.
+    let segs = e.log().segments();
+    assert_eq!(after_bytes, segs.iter().map(|s| s.data_bytes).sum::<u64>());
     assert!(
         after_bytes * 3 < before_bytes,
         "{before_bytes} -> {after_bytes} bytes"

@@ -154,6 +154,11 @@ struct Shared {
     appended_bytes: AtomicU64,
     fsyncs: AtomicU64,
     retired_bytes: AtomicU64,
+    /// Capacity of the next segment (`segment_size`, changeable while open).
+    segment_size: AtomicU64,
+    /// Bytes of records in the segments that exist (live and dead), and of those the dead.
+    data_bytes: AtomicU64,
+    dead_bytes: AtomicU64,
     _lock: std::fs::File,
 }
 
@@ -198,6 +203,7 @@ impl Pending<'_> {
     /// Marks the record invalid (its writer lost a race); recovery skips it.
     pub fn abort(mut self) {
         self.finish(DONE | INVALID);
+        self.log.note_dead(self.addr, record::pad(self.len as usize) as u64, &pin());
     }
 
     fn finish(&mut self, bits: u32) {
@@ -289,6 +295,13 @@ impl Log {
         }
         table = table.with(active.clone());
         let start = active.base + SEGMENT_HEADER_LEN;
+        let cfg_segment_size = cfg.segment_size;
+        let existing_data: u64 = table
+            .list()
+            .iter()
+            .filter(|s| s.is_sealed())
+            .map(|s| s.data_end.load(Ordering::Relaxed) - SEGMENT_HEADER_LEN)
+            .sum();
         let sh = Arc::new(Shared {
             cfg,
             table: EpochCell::new(table),
@@ -310,6 +323,9 @@ impl Log {
             appended_bytes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             retired_bytes: AtomicU64::new(0),
+            segment_size: AtomicU64::new(cfg_segment_size),
+            data_bytes: AtomicU64::new(existing_data),
+            dead_bytes: AtomicU64::new(0),
             _lock: lock,
         });
         let sh2 = sh.clone();
@@ -362,6 +378,7 @@ impl Log {
         spec.encode_body(mem.reserve_mut(off + 4, len - 4));
         mem.commit_word(off).store(len as u32, Ordering::Release);
         self.sh.appended_bytes.fetch_add(padded, Ordering::Relaxed);
+        self.sh.data_bytes.fetch_add(padded, Ordering::Relaxed);
         Ok(Pending {
             log: self,
             mem,
@@ -417,8 +434,8 @@ impl Log {
         seg.data_end.store(off, Ordering::Release);
         let capacity = self
             .sh
-            .cfg
             .segment_size
+            .load(Ordering::Relaxed)
             .max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
         let new = match Segment::create(&self.sh.cfg.dir, seg.next_base(), capacity, len) {
             Ok(s) => Arc::new(s),
@@ -562,6 +579,7 @@ impl Log {
     pub fn note_dead(&self, addr: u64, bytes: u64, guard: &EpochGuard) {
         if let Some(seg) = self.sh.table.load(guard).get(addr) {
             seg.stats.dead.fetch_add(bytes, Ordering::Relaxed);
+            self.sh.dead_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -600,9 +618,28 @@ impl Log {
             .collect()
     }
 
-    /// Bytes of record data in every segment (live and dead).
+    /// Bytes of records in every segment (live and dead), and of those the dead, as counted
+    /// by `note_dead` (cheap: two counters).
+    pub fn space(&self) -> (u64, u64) {
+        let data = self.sh.data_bytes.load(Ordering::Relaxed);
+        (data, self.sh.dead_bytes.load(Ordering::Relaxed).min(data))
+    }
+
+    /// Bytes of records in every segment (live and dead).
     pub fn data_bytes(&self) -> u64 {
-        self.segments().iter().map(|s| s.data_bytes).sum()
+        self.space().0
+    }
+
+    /// Sets the capacity of segments created from now on (rounded up to 4 KiB).
+    pub fn set_segment_size(&self, bytes: u64) {
+        self.sh
+            .segment_size
+            .store(bytes.max(4096).div_ceil(4096) * 4096, Ordering::Relaxed);
+    }
+
+    /// Capacity of the segments created from now on.
+    pub fn segment_size(&self) -> u64 {
+        self.sh.segment_size.load(Ordering::Relaxed)
     }
 
     /// Calls `f(address, record)` for the valid records of the settled segment at `base`,
@@ -695,10 +732,18 @@ impl Log {
         std::fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
         sync_dir(&self.sh.cfg.dir)
             .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
-        self.sh
-            .retired_bytes
-            .fetch_add(seg.data_end.load(Ordering::Acquire), Ordering::Relaxed);
-        Ok(seg.data_end.load(Ordering::Acquire))
+        let file = seg.data_end.load(Ordering::Acquire);
+        let data = file - SEGMENT_HEADER_LEN;
+        self.sh.retired_bytes.fetch_add(file, Ordering::Relaxed);
+        self.sh.data_bytes.fetch_sub(data, Ordering::Relaxed);
+        let dead = seg.stats.dead.load(Ordering::Relaxed).min(data);
+        let _ = self
+            .sh
+            .dead_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(dead))
+            });
+        Ok(file)
     }
 
     /// Bytes of segment files deleted by `retire` so far.
