@@ -291,18 +291,28 @@ impl Raw {
 
     /// Reads one whole reply and returns its exact bytes.
     pub fn reply(&mut self) -> Vec<u8> {
-        loop {
-            if let Some(n) = reply_len(&self.buf) {
-                return self.buf.drain(..n).collect();
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.sock.read(&mut chunk).expect("read reply");
-            assert!(
-                n > 0,
+        match self.try_reply() {
+            Some(r) => r,
+            None => panic!(
                 "connection closed while waiting for a reply; got so far: {:?}",
                 String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..n]);
+            ),
+        }
+    }
+
+    /// Reads one whole reply, or `None` if the server closes the connection first.
+    pub fn try_reply(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(n) = reply_len(&self.buf) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read reply: {e}"),
+            }
         }
     }
 
