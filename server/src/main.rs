@@ -130,10 +130,18 @@ fn main() {
         std::thread::Builder::new()
             .name("segkv-loader".into())
             .spawn(move || {
-                let engine = match Engine::open(ecfg) {
-                    Ok(e) => e,
-                    Err(e) => {
+                // A panic here must end the process, as it did before loading moved off the
+                // main thread, not leave a server answering -LOADING forever.
+                let opened =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Engine::open(ecfg)));
+                let engine = match opened {
+                    Ok(Ok(e)) => e,
+                    Ok(Err(e)) => {
                         eprintln!("segkv: cannot open the data directory {dir}: {e}");
+                        std::process::exit(1);
+                    }
+                    Err(_) => {
+                        eprintln!("segkv: loading the data directory {dir} panicked (see above)");
                         std::process::exit(1);
                     }
                 };
