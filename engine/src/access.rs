@@ -162,6 +162,17 @@ impl Engine {
     /// Evicts one key under `policy`, sampling `samples` keys per database. Returns false when
     /// there is nothing it may evict (no keys, or no key with an expiry for volatile-*).
     pub fn evict_one(&self, policy: EvictPolicy, samples: usize) -> Result<bool, EngineError> {
+        // Pool entries go stale when their key is rewritten or moved by the cleaner: if every
+        // one of them did, sample afresh (a few times) before giving up.
+        for _ in 0..4 {
+            if self.evict_from_pool(policy, samples)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn evict_from_pool(&self, policy: EvictPolicy, samples: usize) -> Result<bool, EngineError> {
         let now = self.now_ms();
         let mut pool = self.access.pool.lock().unwrap();
         {

@@ -417,6 +417,9 @@ impl Index {
         if cur.migrated.fetch_add(end - start, Ordering::AcqRel) + (end - start) == n {
             model_point();
             let _ = self.table.compare_replace(cur, next.clone(), g);
+            // The old table is freed once no reader holds it, not when this thread's bag fills.
+            #[cfg(not(shuttle))]
+            segkv_log::epoch::flush();
             return false;
         }
         true
@@ -523,22 +526,20 @@ impl Index {
             .or_else(|| t.next().and_then(|n| n.meta_of(slot)))
     }
 
-    /// The first live entry at or after a random position, with its access metadata.
+    /// The first live entry at or after a random position, with its access metadata. During
+    /// a resize, from the table being migrated (its unmoved part) or the new one.
     pub(crate) fn sample(&self, r: u64, g: &EpochGuard) -> Option<(u64, u16)> {
-        let mut t: &Table = self.current(g);
-        if let Some(n) = t.next() {
-            t = n;
-        }
-        let n = t.nslots();
-        let start = (r as usize) % n;
-        for k in 0..n.min(4096) {
-            let i = (start + k) % n;
-            let v = t.slot(i).load(Ordering::Acquire);
-            if is_entry(v) && !is_tomb(v) {
-                return Some((v, t.meta[i].load(Ordering::Relaxed)));
-            }
-        }
-        None
+        let cur: &Table = self.current(g);
+        let first = |t: &Table| {
+            let n = t.nslots();
+            let start = (r as usize) % n;
+            (0..n.min(4096)).find_map(|k| {
+                let i = (start + k) % n;
+                let v = t.slot(i).load(Ordering::Acquire);
+                (is_entry(v) && !is_tomb(v)).then(|| (v, t.meta[i].load(Ordering::Relaxed)))
+            })
+        };
+        first(cur).or_else(|| cur.next().and_then(|n| first(n)))
     }
 
     /// A slot value chosen at random among the live entries near a random position.

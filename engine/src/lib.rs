@@ -25,3 +25,9 @@ mod sync;
 pub use api::*;
 #[cfg(not(shuttle))]
 pub use store::{CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo};
+
+/// Runs the deferred frees whose readers are gone (segments, write buffers, index tables):
+/// call from a background thread now and then, so memory returns to the OS promptly.
+pub fn reclaim_memory() {
+    segkv_log::epoch::flush();
+}

@@ -534,6 +534,7 @@ impl Engine {
         self.keyspaces[ks]
             .index
             .replace(Index::new(Table::for_keys(0)), g);
+        segkv_log::epoch::flush();
     }
 
     pub fn flush_db(&self, db: usize) -> Result<(), EngineError> {

@@ -7,6 +7,13 @@ use std::sync::atomic::Ordering;
 
 pub use crossbeam_epoch::{Guard as EpochGuard, pin};
 
+/// Hands this thread's deferred frees to the collector and runs those whose readers are gone.
+/// Threads that replace big values (segments, index tables) call it, so the memory comes back
+/// without waiting for the next hundred pins of this thread.
+pub fn flush() {
+    pin().flush();
+}
+
 pub struct EpochCell<T: Send + 'static> {
     ptr: Atomic<T>,
 }

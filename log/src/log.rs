@@ -203,7 +203,8 @@ impl Pending<'_> {
     /// Marks the record invalid (its writer lost a race); recovery skips it.
     pub fn abort(mut self) {
         self.finish(DONE | INVALID);
-        self.log.note_dead(self.addr, record::pad(self.len as usize) as u64, &pin());
+        self.log
+            .note_dead(self.addr, record::pad(self.len as usize) as u64, &pin());
     }
 
     fn finish(&mut self, bits: u32) {
@@ -451,6 +452,9 @@ impl Log {
             self.sh.table.replace(t.with(new.clone()), guard);
         }
         self.sh.active.replace(new.clone(), guard);
+        // The old table (which holds every segment) must not wait in this thread's bag of
+        // deferred frees: a segment the cleaner retires is unmapped only when it goes.
+        crate::epoch::flush();
         self.kick();
         let seg = self
             .sh
@@ -732,6 +736,8 @@ impl Log {
         std::fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
         sync_dir(&self.sh.cfg.dir)
             .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
+        drop(g);
+        crate::epoch::flush();
         let file = seg.data_end.load(Ordering::Acquire);
         let data = file - SEGMENT_HEADER_LEN;
         self.sh.retired_bytes.fetch_add(file, Ordering::Relaxed);
@@ -1005,7 +1011,11 @@ impl Flusher {
             return false;
         }
         match SegMem::map_file(&cur.file) {
-            Ok(m) => cur.mem.replace(m, g),
+            Ok(m) => {
+                cur.mem.replace(m, g);
+                // The write buffer goes back to the OS once no reader holds it.
+                crate::epoch::flush();
+            }
             Err(e) => {
                 fail(&self.sh, format!("map {}: {e}", cur.path.display()));
                 return false;

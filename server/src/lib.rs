@@ -44,6 +44,7 @@ pub mod f80;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
+pub mod memory;
 pub mod net;
 pub mod reply;
 pub mod resp;

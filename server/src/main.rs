@@ -59,7 +59,10 @@ fn main() {
     let mut ecfg = EngineConfig::new(cfg.dir());
     ecfg.databases = cfg.databases();
     ecfg.appendfsync = cfg.appendfsync();
-    ecfg.segment_size = cfg.segment_size();
+    ecfg.segment_size = segkv_server::memory::segment_size_for(
+        cfg.segment_size(),
+        cfg.get("maxmemory").parse().unwrap_or(0),
+    );
     ecfg.recover_corrupt = cfg.get("recover-corrupt") == "yes";
     {
         let l = loading.clone();
@@ -149,6 +152,11 @@ fn main() {
                 let w = s.clone();
                 engine.on_durable(Box::new(move |_addr| w.wake_all()));
                 s.set_engine(engine);
+                let c = s.clone();
+                std::thread::Builder::new()
+                    .name("segkv-cleaner".into())
+                    .spawn(move || segkv_server::memory::run_cleaner(c))
+                    .expect("spawn cleaner thread");
                 eprintln!(
                     "segkv: ready to accept connections on port {port} ({threads} worker threads, dir {dir}, appendfsync {})",
                     policy.name()

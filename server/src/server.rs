@@ -28,6 +28,12 @@ pub struct Limits {
     pub query_buffer_limit: AtomicU64,
     pub timeout: AtomicU64,
     pub output: Mutex<OutputLimits>,
+    /// `maxmemory` in bytes (0: no limit), the policy's code (`memory::policy_code`),
+    /// `maxmemory-samples`, `maxmemory-eviction-tenacity`.
+    pub maxmemory: AtomicU64,
+    pub evict_policy: AtomicU8,
+    pub maxmemory_samples: AtomicU64,
+    pub eviction_tenacity: AtomicU64,
 }
 
 /// Counters for INFO stats.
@@ -360,6 +366,8 @@ pub struct Shared {
     pub tcp_port: u16,
     pub executable: String,
     pub config_file: String,
+    /// Largest `used_memory` seen (INFO's used_memory_peak).
+    pub used_memory_peak: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -439,6 +447,7 @@ impl Shared {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             config_file,
+            used_memory_peak: AtomicU64::new(0),
         };
         s.refresh_limits();
         s
@@ -449,6 +458,12 @@ impl Shared {
         if self.engine.0.set(engine).is_err() {
             panic!("the engine is set once");
         }
+        crate::memory::apply(self, &self.engine);
+    }
+
+    /// Records a `used_memory` reading for the peak; returns the peak.
+    pub fn note_used_memory(&self, used: u64) -> u64 {
+        self.used_memory_peak.fetch_max(used, Relaxed).max(used)
     }
 
     /// The databases a client may SELECT (known before the engine is open).
@@ -471,6 +486,23 @@ impl Shared {
             .store(c.query_buffer_limit(), Relaxed);
         self.limits.timeout.store(c.timeout(), Relaxed);
         *self.limits.output.lock().unwrap() = c.output_limits();
+        let num = |n: &str| c.get(n).parse::<u64>().unwrap_or(0);
+        self.limits.maxmemory.store(num("maxmemory"), Relaxed);
+        self.limits.evict_policy.store(
+            crate::memory::policy_code(c.get("maxmemory-policy")),
+            Relaxed,
+        );
+        self.limits
+            .maxmemory_samples
+            .store(num("maxmemory-samples"), Relaxed);
+        self.limits
+            .eviction_tenacity
+            .store(num("maxmemory-eviction-tenacity"), Relaxed);
+        drop(c);
+        if let Some(e) = self.engine.loaded() {
+            crate::memory::apply(self, e);
+        }
+        let c = self.config.read().unwrap();
         if let Some(l) = &self.loading {
             l.key_load_delay
                 .store(c.get("key-load-delay").parse().unwrap_or(0), Relaxed);

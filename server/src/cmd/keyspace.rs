@@ -343,30 +343,30 @@ fn policy(ctx: &Ctx<'_>) -> String {
         .to_string()
 }
 
-/// OBJECT FREQ: segkv does not track access frequency yet, so an existing key answers 0.
+/// OBJECT FREQ: the key's logarithmic access counter (LFU policies only).
 pub fn object_freq(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    if !ctx.srv.engine.exists(ctx.s.db, a[2]) {
+    let Some((_, freq)) = ctx.srv.engine.access_info(ctx.s.db, a[2]) else {
         return Reply::Nil;
-    }
+    };
     if !policy(ctx).contains("lfu") {
         return Reply::err(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
         );
     }
-    Reply::Int(0)
+    Reply::Int(i64::from(freq))
 }
 
-/// OBJECT IDLETIME: segkv does not track access time yet, so an existing key answers 0.
+/// OBJECT IDLETIME: seconds since the key was last read or written (not under LFU policies).
 pub fn object_idletime(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
-    if !ctx.srv.engine.exists(ctx.s.db, a[2]) {
+    let Some((idle, _)) = ctx.srv.engine.access_info(ctx.s.db, a[2]) else {
         return Reply::Nil;
-    }
+    };
     if policy(ctx).contains("lfu") {
         return Reply::err(
             "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
         );
     }
-    Reply::Int(0)
+    Reply::Int(idle as i64)
 }
 
 /// OBJECT REFCOUNT: Redis shares the integers 0..9999 (refcount INT_MAX) unless an LRU/LFU

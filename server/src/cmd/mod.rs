@@ -43,6 +43,8 @@ pub const NOSCRIPT: u32 = 8;
 pub const FAST: u32 = 16;
 /// Redis's CMD_LOADING: allowed while the data set is still loading.
 pub const LOADING: u32 = 32;
+/// Redis's CMD_DENYOOM: may grow memory, refused past `maxmemory` when nothing can be evicted.
+pub const DENYOOM: u32 = 64;
 
 /// Per-command counters, as INFO commandstats shows them.
 #[derive(Debug, Default)]
@@ -181,6 +183,7 @@ fn flags_of(m: &Meta) -> u32 {
             "noscript" => NOSCRIPT,
             "fast" => FAST,
             "loading" => LOADING,
+            "denyoom" => DENYOOM,
             _ => 0,
         }
     })
@@ -339,6 +342,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
     if cmd.flags & LOADING == 0 && srv.engine.loaded().is_none() {
         cmd.stats.rejected.fetch_add(1, Relaxed);
         return (Reply::err(LOADING_ERR), out);
+    }
+    if cmd.flags & DENYOOM != 0 && !crate::memory::make_room(srv, &srv.engine) {
+        cmd.stats.rejected.fetch_add(1, Relaxed);
+        return (Reply::err(crate::memory::OOM_ERR), out);
     }
     ctx.s.info.last_cmd.store(cmd.id, Relaxed);
     let start = Instant::now();

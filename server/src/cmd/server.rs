@@ -260,20 +260,35 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         section(&mut out, "Memory");
         let rss = rss_bytes();
         let maxmem: u64 = cfg.get("maxmemory").parse().unwrap_or(0);
-        line!("used_memory:{rss}");
-        line!("used_memory_human:{}", human(rss));
+        // The data set: the index and every record in the log (live, or dead and not yet
+        // reclaimed by the cleaner). That is what maxmemory limits.
+        let (used, live) = srv.engine.loaded().map_or((0, 0), |e| e.used_memory());
+        let peak = srv.note_used_memory(used);
+        line!("used_memory:{used}");
+        line!("used_memory_human:{}", human(used));
         line!("used_memory_rss:{rss}");
         line!("used_memory_rss_human:{}", human(rss));
-        line!("used_memory_peak:{rss}");
-        line!("used_memory_peak_human:{}", human(rss));
+        line!("used_memory_peak:{peak}");
+        line!("used_memory_peak_human:{}", human(peak));
         line!("used_memory_overhead:{}", stats.index_bytes);
-        line!("used_memory_dataset:{}", stats.log_bytes_written);
+        line!(
+            "used_memory_dataset:{}",
+            used.saturating_sub(stats.index_bytes)
+        );
         line!("total_system_memory:{}", total_memory());
         line!("total_system_memory_human:{}", human(total_memory()));
         line!("maxmemory:{maxmem}");
         line!("maxmemory_human:{}", human(maxmem));
         line!("maxmemory_policy:{}", cfg.get("maxmemory-policy"));
-        line!("mem_fragmentation_ratio:1.00");
+        line!(
+            "mem_fragmentation_ratio:{:.2}",
+            if used > 0 {
+                rss as f64 / used as f64
+            } else {
+                1.0
+            }
+        );
+        line!("segkv_live_bytes:{live}");
         line!("mem_allocator:libc");
         line!("lazyfree_pending_objects:0");
         line!("lazyfreed_objects:0");
@@ -374,7 +389,10 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             s.rejected_connections.load(Relaxed)
         );
         line!("expired_keys:{}", stats.expired_keys);
-        line!("evicted_keys:0");
+        line!(
+            "evicted_keys:{}",
+            srv.engine.loaded().map_or(0, |e| e.evicted_keys())
+        );
         line!("evicted_clients:0");
         line!("keyspace_hits:{}", s.keyspace_hits.load(Relaxed));
         line!("keyspace_misses:{}", s.keyspace_misses.load(Relaxed));
@@ -389,6 +407,36 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             "client_output_buffer_limit_disconnections:{}",
             s.client_outbuf_limit_disconnections.load(Relaxed)
         );
+    }
+    if want("stats", true) {
+        // The cleaner's work, in the Stats section (clients know Redis's sections only).
+        let c = srv
+            .engine
+            .loaded()
+            .map(|e| e.cleaner_stats())
+            .unwrap_or_default();
+        let (data, dead) = srv.engine.loaded().map_or((0, 0), |e| e.log().space());
+        let written = stats.log_bytes_written.saturating_sub(c.bytes_copied);
+        line!("segkv_cleaner_segments_cleaned:{}", c.segments_cleaned);
+        line!(
+            "segkv_cleaner_segments_dropped_expired:{}",
+            c.segments_dropped
+        );
+        line!("segkv_cleaner_records_copied:{}", c.records_copied);
+        line!("segkv_cleaner_bytes_copied:{}", c.bytes_copied);
+        line!("segkv_cleaner_bytes_reclaimed:{}", c.bytes_reclaimed);
+        line!("segkv_cleaner_keys_expired_by_sweep:{}", c.keys_swept);
+        // Bytes the cleaner copied per byte clients wrote.
+        line!(
+            "segkv_cleaner_write_amplification:{:.3}",
+            if written > 0 {
+                c.bytes_copied as f64 / written as f64
+            } else {
+                0.0
+            }
+        );
+        line!("segkv_log_data_bytes:{data}");
+        line!("segkv_log_dead_bytes:{dead}");
     }
     if want("replication", true) {
         section(&mut out, "Replication");
