@@ -164,8 +164,8 @@ impl Engine {
         if self.cleaner.pressure.load(Ordering::Relaxed) {
             return true;
         }
-        // Small logs: not before the garbage is worth half a segment.
-        dead as f64 > (live as f64 * GARBAGE_RATIO).max(self.log.segment_size() as f64 / 2.0)
+        // Small logs: not before the garbage is worth a sixteenth of a segment.
+        dead as f64 > (live as f64 * GARBAGE_RATIO).max(self.log.segment_size() as f64 / 16.0)
     }
 
     /// Copies the live records of the segment at `base` from `offset` on, at most `max`
@@ -371,6 +371,29 @@ impl Engine {
             .keys_swept
             .fetch_add(removed, Ordering::Relaxed);
         removed
+    }
+}
+
+impl Engine {
+    /// Index upkeep from the background: moves resizes along (a resize otherwise advances only
+    /// with reads and writes, keeping two tables alive on an idle server) and shrinks tables
+    /// left mostly empty by deletes, expiry or eviction, so their memory goes back.
+    pub fn maintain_index(&self, max_chunks: usize) {
+        let g = pin();
+        for (ks, k) in self.keyspaces.iter().enumerate() {
+            let index = k.index.load(&g);
+            if index.wants_shrink(&g) {
+                let _closed = self.gate.close();
+                // Reload under the closed gate: FLUSHDB may have replaced it.
+                self.keyspaces[ks].index.load(&g).start_shrink(&g);
+            }
+            let index = k.index.load(&g);
+            for _ in 0..max_chunks {
+                if !index.help_migrate(&self.log, &g) {
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -385,6 +385,27 @@ impl Index {
         let _ = t.next.set(Arc::new(next));
     }
 
+    /// Whether the table is mostly empty (under 1/4 live) and big enough to be worth shrinking.
+    pub(crate) fn wants_shrink(&self, g: &EpochGuard) -> bool {
+        let t = self.current(g);
+        t.next().is_none() && t.nslots() > 8192 && (self.len() as usize) * 4 < t.nslots()
+    }
+
+    /// Starts a resize into a table for the live keys and a quarter more, about half full (a
+    /// shrink after mass deletion or expiry; it also drops tombs and DELETED slots). Call only
+    /// with the writer gate closed.
+    pub(crate) fn start_shrink(&self, g: &EpochGuard) {
+        if !self.wants_shrink(g) {
+            return;
+        }
+        let t = self.current(g);
+        let live = self.len() as usize;
+        let next = Table::for_keys((live + live / 4).max(1024));
+        next.used.store(live, Ordering::Relaxed);
+        model_point();
+        let _ = t.next.set(Arc::new(next));
+    }
+
     pub(crate) fn resizing(&self, g: &EpochGuard) -> bool {
         self.current(g).next().is_some()
     }

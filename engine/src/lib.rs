@@ -31,3 +31,9 @@ pub use store::{CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo};
 pub fn reclaim_memory() {
     segkv_log::epoch::flush();
 }
+
+/// Returns the allocator's free memory to the OS (it keeps freed buffers otherwise). Costs
+/// a walk over the heaps: call it about once a second, not per operation.
+pub fn trim_heap() {
+    segkv_log::sys::trim_heap();
+}

@@ -203,6 +203,40 @@ fn expiry_sweep_empties_dbsize_without_reads() {
     assert_eq!(e.stats().expired_keys, 1000);
 }
 
+#[test]
+fn an_index_emptied_by_expiry_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 1 << 20);
+    let now = clock.load(Ordering::Relaxed);
+    for i in 0..100_000 {
+        let expiry = if i < 1000 {
+            SetExpiry::Persist
+        } else {
+            SetExpiry::At(now + 10)
+        };
+        let opts = SetOptions {
+            expiry,
+            ..Default::default()
+        };
+        e.set(0, &key(i), &value(i, 0), opts).unwrap();
+    }
+    let big = e.stats().index_bytes;
+    clock.fetch_add(10, Ordering::Relaxed);
+    e.expire_step(1 << 30);
+    assert_eq!(e.len(0), 1000);
+    for _ in 0..1000 {
+        e.maintain_index(64);
+    }
+    let small = e.stats().index_bytes;
+    assert!(small * 10 < big, "index {big} -> {small} bytes");
+    for i in 0..100_000 {
+        assert_eq!(e.get(0, &key(i)).is_some(), i < 1000, "key {i}");
+    }
+    e.set(0, &key(5000), b"new", SetOptions::default()).unwrap();
+    assert_eq!(e.len(0), 1001);
+}
+
 /// Writers overwrite and delete their own keys while the cleaner copies them and readers read
 /// them: no copy brings back an old value or a deleted key, no reader sees a torn or foreign
 /// value, and a restart agrees with the writers' last word.

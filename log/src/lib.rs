@@ -18,7 +18,7 @@ mod mem;
 pub mod record;
 mod recovery;
 pub mod segment;
-mod sys;
+pub mod sys;
 mod uring;
 pub mod writer;
 

@@ -120,6 +120,7 @@ pub fn run_cleaner(srv: Arc<Shared>) {
         return;
     };
     let mut failed = false;
+    let mut last_trim = Instant::now();
     loop {
         if srv.shutting_down.load(Relaxed) {
             return;
@@ -151,8 +152,13 @@ pub fn run_cleaner(srv: Arc<Shared>) {
                 }
             }
         }
+        e.maintain_index(64);
         // Frees whose readers are gone (retired segments, replaced buffers and index tables).
         segkv_engine::reclaim_memory();
+        if last_trim.elapsed() >= Duration::from_secs(1) {
+            segkv_engine::trim_heap();
+            last_trim = Instant::now();
+        }
         std::thread::sleep(if worked {
             Duration::from_millis(4)
         } else {
