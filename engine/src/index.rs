@@ -145,6 +145,31 @@ impl Table {
         }
     }
 
+    /// A table holding exactly these slot values (from a checkpoint; `slots.len()` is a
+    /// multiple of 8).
+    pub(crate) fn from_slots(slots: &[u64]) -> Table {
+        let t = Table::with_buckets(slots.len() / SLOTS_PER_BUCKET);
+        let mut used = 0;
+        for (i, &v) in slots.iter().enumerate() {
+            let v = if v == MOVED || v == MOVED_EMPTY {
+                EMPTY
+            } else {
+                v
+            };
+            if v != EMPTY {
+                used += 1;
+            }
+            t.slot(i).store(v, Ordering::Relaxed);
+        }
+        t.used.store(used, Ordering::Relaxed);
+        t
+    }
+
+    /// Whether `more` inserts fit before the load limit.
+    pub(crate) fn has_room_for(&self, more: usize) -> bool {
+        self.used.load(Ordering::Relaxed) + more < self.max_used()
+    }
+
     /// A table sized for `keys` keys at about 60% load.
     pub(crate) fn for_keys(keys: usize) -> Table {
         Table::with_buckets((keys * 5 / 3).div_ceil(SLOTS_PER_BUCKET).max(16))
@@ -504,6 +529,30 @@ impl Index {
             }
         }
         (end < t.nslots()).then_some(end)
+    }
+
+    /// A copy of the current table's slot values (for a checkpoint; call with no resize
+    /// under way).
+    pub(crate) fn snapshot(&self, g: &EpochGuard) -> Vec<u64> {
+        let t = self.current(g);
+        (0..t.nslots())
+            .map(|i| t.slot(i).load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Makes room for `more` new keys before a single-threaded replay: if the table lacks it,
+    /// migrates everything into one sized for the live keys and `more` (reading each entry's
+    /// key from the log).
+    pub(crate) fn reserve<K: KeySource + ?Sized>(&self, more: usize, log: &K, g: &EpochGuard) {
+        let t = self.current(g);
+        if t.has_room_for(more) {
+            return;
+        }
+        let live = self.len() as usize;
+        let next = Table::for_keys(live + more);
+        next.used.store(live, Ordering::Relaxed);
+        let _ = t.next.set(Arc::new(next));
+        self.finish_resize(log, g);
     }
 
     /// Finishes a resize under way, helping to migrate (the caller holds the writer gate

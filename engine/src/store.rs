@@ -12,6 +12,9 @@ use crate::index::{Found, Index, Table, hash, is_tomb, make_slot, slot_addr, tom
 
 #[path = "access.rs"]
 mod access;
+#[path = "checkpoint.rs"]
+mod checkpoint;
+pub use checkpoint::CheckpointInfo;
 #[path = "clean.rs"]
 mod clean;
 pub use access::EvictPolicy;
@@ -35,6 +38,7 @@ pub struct Engine {
     cleaner: clean::Cleaner,
     access: access::Access,
     evicted_keys: AtomicU64,
+    checkpoint_lock: std::sync::Mutex<()>,
 }
 
 /// What the last open found in the log.
@@ -44,6 +48,11 @@ pub struct RecoveryInfo {
     pub keys_loaded: u64,
     pub expired_skipped: u64,
     pub seconds: f64,
+    /// The index checkpoint loaded: the log address it covered (only the log after it was
+    /// replayed).
+    pub checkpoint: Option<u64>,
+    /// Why an index checkpoint present was not used (the whole log was replayed instead).
+    pub checkpoint_unused: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -71,27 +80,73 @@ enum State<'a> {
 struct Replay {
     tables: Vec<Vec<ReplayRec>>,
     db_map: [u8; MAX_DATABASES],
+    /// A FlushKeyspace was replayed: the keyspace starts empty, not from the checkpoint.
+    flushed: [bool; MAX_DATABASES],
 }
 
 impl Engine {
-    /// Opens the data directory, replaying the log into the index.
+    /// Opens the data directory: loads the index checkpoint if there is a usable one and
+    /// replays the log after the address it covers, else replays the whole log.
     pub fn open(cfg: Config) -> Result<Engine, EngineError> {
         if cfg.databases == 0 || cfg.databases > MAX_DATABASES {
             return Err(EngineError::BadDb(cfg.databases));
         }
         let t0 = std::time::Instant::now();
+        let ckpt = match checkpoint::read(&cfg.dir) {
+            Ok(c) => c,
+            Err(why) => return Self::open_full(cfg, t0, Some(why)),
+        };
+        let Some(ckpt) = ckpt else {
+            return Self::open_full(cfg, t0, None);
+        };
+        match Self::open_from(cfg.clone(), Some(ckpt), t0)? {
+            Ok(e) => Ok(e),
+            Err(why) => Self::open_full(cfg, t0, Some(why)),
+        }
+    }
+
+    /// Replays the whole log; `why` says why a checkpoint present was not used.
+    fn open_full(
+        cfg: Config,
+        t0: std::time::Instant,
+        why: Option<String>,
+    ) -> Result<Engine, EngineError> {
+        if why.is_some() {
+            // A checkpoint that cannot be used now never will be.
+            checkpoint::discard(&cfg.dir);
+        }
+        let mut e = match Self::open_from(cfg, None, t0)? {
+            Ok(e) => e,
+            Err(why) => unreachable!("a full replay has no checkpoint to refuse: {why}"),
+        };
+        e.recovery.checkpoint_unused = why;
+        Ok(e)
+    }
+
+    /// Opens the log, replaying it from `ckpt`'s address (or from the start) on top of the
+    /// checkpoint's index. Ok(Err(why)) when the checkpoint turns out unusable.
+    fn open_from(
+        cfg: Config,
+        mut ckpt: Option<checkpoint::Loaded>,
+        t0: std::time::Instant,
+    ) -> Result<Result<Engine, String>, EngineError> {
+        let covered = ckpt.as_ref().map_or(0, |c| c.covered);
         let lcfg = LogConfig {
             dir: cfg.dir.clone(),
             segment_size: cfg.segment_size,
             fsync: cfg.appendfsync,
             writer: cfg.writer,
             recover_corrupt: cfg.recover_corrupt,
+            replay_from: covered,
         };
         let now = cfg.clock.now_ms();
         // Pass 1 (during the log scan): collect (hash, address) per keyspace in address order.
         let mut replay = Replay {
             tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
-            db_map: std::array::from_fn(|i| i as u8),
+            db_map: ckpt
+                .as_ref()
+                .map_or(std::array::from_fn(|i| i as u8), |c| c.db_map),
+            flushed: [false; MAX_DATABASES],
         };
         let (log, report) = Log::open(lcfg, |addr, rec| {
             if let Some(hook) = &cfg.on_replay {
@@ -108,7 +163,10 @@ impl Engine {
                         rec.expire_at.is_some(),
                     ));
                 }
-                Kind::FlushKeyspace if ks < MAX_DATABASES => replay.tables[ks].clear(),
+                Kind::FlushKeyspace if ks < MAX_DATABASES => {
+                    replay.tables[ks].clear();
+                    replay.flushed[ks] = true;
+                }
                 Kind::SwapDb if rec.value.len() == 2 => {
                     let (a, b) = (rec.value[0] as usize, rec.value[1] as usize);
                     if a < MAX_DATABASES && b < MAX_DATABASES {
@@ -124,6 +182,22 @@ impl Engine {
                 _ => {}
             }
         })?;
+        if ckpt.is_some() {
+            // Everything the checkpoint covers must still be in the log (only a damaged log
+            // is cut below a durable address).
+            let end = log
+                .segments()
+                .iter()
+                .filter(|s| !s.active)
+                .map(|s| s.base + segkv_log::segment::SEGMENT_HEADER_LEN + s.data_bytes)
+                .max()
+                .unwrap_or(0);
+            if covered > end {
+                return Ok(Err(format!(
+                    "the index checkpoint covers the log up to address {covered:#x}, but the log ends at {end:#x}"
+                )));
+            }
+        }
         let mut engine = Engine {
             keyspaces: (0..MAX_DATABASES)
                 .map(|_| Keyspace {
@@ -137,6 +211,7 @@ impl Engine {
             cleaner: clean::Cleaner::default(),
             access: access::Access::default(),
             evicted_keys: AtomicU64::new(0),
+            checkpoint_lock: std::sync::Mutex::new(()),
             log,
             cfg,
         };
@@ -147,10 +222,19 @@ impl Engine {
         let mut expired = 0u64;
         let g = pin();
         for (ks, recs) in replay.tables.into_iter().enumerate() {
-            if recs.is_empty() {
+            let base = match ckpt.as_mut() {
+                Some(c) if !replay.flushed[ks] => {
+                    let (slots, live, expires, ttl) = std::mem::take(&mut c.spaces[ks]);
+                    let index = checkpoint::index_from(&engine, slots, live, expires, &ttl);
+                    index.reserve(recs.len(), &engine.log, &g);
+                    Some(index)
+                }
+                _ => None,
+            };
+            if recs.is_empty() && base.is_none() {
                 continue;
             }
-            let index = Index::new(Table::for_keys(recs.len()));
+            let index = base.unwrap_or_else(|| Index::new(Table::for_keys(recs.len())));
             for r in bucket_by_hash(recs) {
                 let (applied, freed) =
                     index.replay_insert(&engine.log, r.h, r.addr(), r.dead(), r.ttl(), &g);
@@ -170,13 +254,16 @@ impl Engine {
             loaded += index.len();
             engine.keyspaces[ks].index.replace(index, &g);
         }
+        drop(g);
         engine.recovery = RecoveryInfo {
             report,
             keys_loaded: loaded,
             expired_skipped: expired,
             seconds: t0.elapsed().as_secs_f64(),
+            checkpoint: ckpt.map(|c| c.covered),
+            checkpoint_unused: None,
         };
-        Ok(engine)
+        Ok(Ok(engine))
     }
 
     pub fn config(&self) -> &Config {

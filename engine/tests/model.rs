@@ -24,6 +24,8 @@ enum Op {
     Clean(u8),
     /// The active-expiry sweep over the whole index.
     Sweep,
+    /// Write an index checkpoint (the next reopen starts from it).
+    Checkpoint,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         3 => (1u8..20).prop_map(Op::Clean),
         1 => Just(Op::Sweep),
+        2 => Just(Op::Checkpoint),
     ]
 }
 
@@ -178,6 +181,7 @@ proptest! {
                     }
                     e.set_memory_pressure(false);
                 }
+                Op::Checkpoint => { e.checkpoint().unwrap(); }
                 Op::Sweep => {
                     e.expire_step(1 << 20);
                     // Every expired key is gone from DBSIZE without anyone reading it.

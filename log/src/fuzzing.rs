@@ -263,6 +263,7 @@ fn open(dir: &Path, recover_corrupt: bool) -> Result<(Vec<Seen>, crate::Recovery
         fsync: FsyncPolicy::No,
         writer: WriterKind::Pwrite,
         recover_corrupt,
+        replay_from: 0,
     };
     let mut recs = Vec::new();
     let (log, report) = Log::open(cfg, |addr, v| recs.push(seen(addr, &v)))?;

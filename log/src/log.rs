@@ -25,6 +25,9 @@ pub struct LogConfig {
     pub writer: WriterKind,
     /// Keep going past a corrupt record in the middle of the log, keeping every good record.
     pub recover_corrupt: bool,
+    /// Replay (and verify) only records at or after this address: an index checkpoint covers
+    /// everything before it. Segments wholly below it are mapped without being read.
+    pub replay_from: u64,
 }
 
 impl LogConfig {
@@ -35,6 +38,7 @@ impl LogConfig {
             fsync: FsyncPolicy::EverySec,
             writer: WriterKind::Auto,
             recover_corrupt: false,
+            replay_from: 0,
         }
     }
 }
@@ -684,6 +688,16 @@ impl Log {
             p += record::pad(len as usize) as u64;
         }
         Some(None)
+    }
+
+    /// Whether a segment holds `addr` (false once the cleaner retired it).
+    #[inline]
+    pub fn contains(&self, addr: u64, guard: &EpochGuard) -> bool {
+        self.sh
+            .table
+            .load(guard)
+            .get(addr)
+            .is_some_and(|s| addr < s.base + s.capacity)
     }
 
     /// Whether the record at `addr` may have expired by `now`: its segment holds an expiry

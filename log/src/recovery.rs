@@ -173,7 +173,17 @@ pub(crate) fn recover(
     }
 
     let mut segments = Vec::new();
-    let stats: Vec<SegStats> = opened.iter().map(|_| SegStats::new()).collect();
+    // Segments an index checkpoint covers are not read: their counters are unknown.
+    let stats: Vec<SegStats> = opened
+        .iter()
+        .map(|o| {
+            if cfg.replay_from > o.header.base + SEGMENT_HEADER_LEN {
+                SegStats::unknown()
+            } else {
+                SegStats::new()
+            }
+        })
+        .collect();
     let mut stop_after: Option<usize> = None;
     for i in 0..opened.len() {
         let data_end;
@@ -181,6 +191,17 @@ pub(crate) fn recover(
             let o = &opened[i];
             let data = o.mem.bytes(0, o.file_len as usize);
             let mut p = SEGMENT_HEADER_LEN as usize;
+            let end = o.header.base + o.file_len;
+            let last = i + 1 == opened.len();
+            if cfg.replay_from >= end && !last {
+                // Wholly before the checkpoint's address: sealed, its data is the whole file.
+                report.bytes += o.file_len;
+                continue;
+            }
+            if cfg.replay_from > o.header.base + p as u64 {
+                // The checkpoint's address is a record boundary in this segment.
+                p = (cfg.replay_from - o.header.base).min(o.file_len) as usize;
+            }
             loop {
                 match record::scan(&data[p..]) {
                     Ok(Scanned::Record(view, n)) => {

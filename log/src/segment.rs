@@ -138,6 +138,19 @@ impl SegStats {
         }
     }
 
+    /// Counters for a segment whose records were not read (below an index checkpoint): it may
+    /// hold anything, and any expiry may be due.
+    pub(crate) fn unknown() -> SegStats {
+        let s = SegStats::new();
+        s.flags.store(
+            holds::PERSISTENT | holds::DELETE | holds::FLUSH | holds::DB_MAP,
+            Ordering::Relaxed,
+        );
+        s.min_expiry.store(0, Ordering::Relaxed);
+        s.max_expiry.store(u64::MAX, Ordering::Relaxed);
+        s
+    }
+
     /// Accounts a record written into the segment.
     #[inline]
     pub fn note(&self, kind: Kind, expire_at: Option<u64>) {

@@ -103,6 +103,7 @@ static DEFS: &[Def] = &[
         "67108864",
         false
     ),
+    def!("checkpoint-interval", Kind::Int(0, I32), "60", true),
     def!("maxclients", Kind::Int(1, I32), "10000", true),
     def!("maxmemory", Kind::Mem(0, i64::MAX), "0", true),
     def!("maxmemory-policy", Kind::Enum(POLICIES), "noeviction", true),

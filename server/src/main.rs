@@ -190,6 +190,15 @@ fn log_recovery(r: &RecoveryInfo) {
             path.display()
         );
     }
+    match (r.checkpoint, &r.checkpoint_unused) {
+        (Some(addr), _) => eprintln!(
+            "segkv: loaded the index checkpoint (it covers the log up to {addr:#x}); replayed the log after it"
+        ),
+        (None, Some(why)) => {
+            eprintln!("segkv: the index checkpoint was not used ({why}); replayed the whole log")
+        }
+        (None, None) => {}
+    }
     eprintln!(
         "segkv: Done loading the log, keys loaded: {}, keys expired: {}.",
         r.keys_loaded, r.expired_skipped

@@ -121,6 +121,7 @@ pub fn run_cleaner(srv: Arc<Shared>) {
     };
     let mut failed = false;
     let mut last_trim = Instant::now();
+    let mut last_checkpoint = (Instant::now(), e.durable_addr());
     loop {
         if srv.shutting_down.load(Relaxed) {
             return;
@@ -155,6 +156,14 @@ pub fn run_cleaner(srv: Arc<Shared>) {
         e.maintain_index(64);
         // Frees whose readers are gone (retired segments, replaced buffers and index tables).
         segkv_engine::reclaim_memory();
+        let every = srv.limits.checkpoint_interval.load(Relaxed);
+        if every > 0
+            && last_checkpoint.0.elapsed() >= Duration::from_secs(every)
+            && e.durable_addr() != last_checkpoint.1
+        {
+            last_checkpoint = (Instant::now(), e.durable_addr());
+            write_checkpoint(e, "on its interval");
+        }
         if last_trim.elapsed() >= Duration::from_secs(1) {
             segkv_engine::trim_heap();
             last_trim = Instant::now();
@@ -164,6 +173,18 @@ pub fn run_cleaner(srv: Arc<Shared>) {
         } else {
             Duration::from_millis(10)
         });
+    }
+}
+
+/// Writes an index checkpoint, logging what it took (or why it failed: the next start then
+/// replays more of the log, nothing is lost).
+pub fn write_checkpoint(e: &Engine, when: &str) {
+    match e.checkpoint() {
+        Ok(c) => eprintln!(
+            "segkv: index checkpoint written {when}: {} keys, {} bytes, covers the log up to {:#x}, {:.3} seconds",
+            c.keys, c.bytes, c.covered, c.seconds
+        ),
+        Err(err) => eprintln!("segkv: index checkpoint {when} failed: {err}"),
     }
 }
 

@@ -541,6 +541,8 @@ pub fn shutdown_now(srv: &Shared) -> ! {
         eprintln!("segkv: sync at shutdown failed: {e}");
         std::process::exit(1);
     }
+    // The next start loads the index instead of replaying the log.
+    crate::memory::write_checkpoint(engine, "at shutdown");
     eprintln!("segkv: bye");
     std::process::exit(0);
 }

@@ -34,6 +34,8 @@ pub struct Limits {
     pub evict_policy: AtomicU8,
     pub maxmemory_samples: AtomicU64,
     pub eviction_tenacity: AtomicU64,
+    /// `checkpoint-interval` in seconds (0: only at shutdown).
+    pub checkpoint_interval: AtomicU64,
 }
 
 /// Counters for INFO stats.
@@ -498,6 +500,9 @@ impl Shared {
         self.limits
             .eviction_tenacity
             .store(num("maxmemory-eviction-tenacity"), Relaxed);
+        self.limits
+            .checkpoint_interval
+            .store(num("checkpoint-interval"), Relaxed);
         drop(c);
         if let Some(e) = self.engine.loaded() {
             crate::memory::apply(self, e);

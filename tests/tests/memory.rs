@@ -1,4 +1,5 @@
-//! maxmemory, eviction, active expiry and the cleaner, through the real binary and a real client.
+//! maxmemory, eviction, active expiry, the cleaner and index checkpoints, through the real
+//! binary and a real client.
 
 use std::time::{Duration, Instant};
 
@@ -187,4 +188,50 @@ fn object_freq_and_idletime_track_access() {
         .query(&mut c)
         .unwrap();
     assert!(idle <= 1, "idle {idle} right after a read");
+}
+
+#[test]
+fn restart_after_shutdown_loads_the_index_checkpoint() {
+    let mut s = Server::start(&["--appendfsync", "no"]);
+    let mut c = s.client();
+    load(&mut c, "k", 50_000, 32, None);
+    cmd("DEL").arg("k:00000003").query::<()>(&mut c).unwrap();
+    let _ = cmd("SHUTDOWN").query::<Value>(&mut c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "SHUTDOWN did not stop the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.restart();
+    let mut c = s.client();
+    let covered = info_field(&mut c, "persistence", "segkv_checkpoint_loaded_covered");
+    assert!(
+        covered > 0,
+        "the checkpoint written at shutdown was not loaded"
+    );
+    assert_eq!(dbsize(&mut c), 49_999);
+    let v: Option<Vec<u8>> = cmd("GET").arg("k:00000003").query(&mut c).unwrap();
+    assert_eq!(v, None);
+    let v: Vec<u8> = cmd("GET").arg("k:00049999").query(&mut c).unwrap();
+    assert_eq!(v, vec![b'v'; 32]);
+    // Writes after the checkpoint, then a crash: the restart loads the same checkpoint and
+    // replays what came after it.
+    load(&mut c, "n", 1_000, 32, None);
+    cmd("DEL").arg("k:00000004").query::<()>(&mut c).unwrap();
+    cmd("SAVE").query::<()>(&mut c).unwrap();
+    s.kill9();
+    s.restart();
+    let mut c = s.client();
+    assert_eq!(
+        info_field(&mut c, "persistence", "segkv_checkpoint_loaded_covered"),
+        covered
+    );
+    assert_eq!(dbsize(&mut c), 50_998);
+    let v: Option<Vec<u8>> = cmd("GET").arg("k:00000004").query(&mut c).unwrap();
+    assert_eq!(v, None);
+    let v: Vec<u8> = cmd("GET").arg("n:00000999").query(&mut c).unwrap();
+    assert_eq!(v, vec![b'v'; 32]);
 }

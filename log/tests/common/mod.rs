@@ -23,6 +23,7 @@ pub fn cfg(dir: &Path, writer: WriterKind, seg: u64, fsync: FsyncPolicy) -> LogC
         fsync,
         writer,
         recover_corrupt: false,
+        replay_from: 0,
     }
 }
 

@@ -355,6 +355,12 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         line!("segkv_log_bytes_written:{}", stats.log_bytes_written);
         line!("segkv_fsyncs:{}", stats.fsyncs);
         line!("segkv_writer:{}", stats.writer);
+        // The address the index checkpoint loaded at startup covered (0: the whole log was
+        // replayed).
+        line!(
+            "segkv_checkpoint_loaded_covered:{}",
+            recovery.and_then(|r| r.checkpoint).unwrap_or(0)
+        );
     }
     if want("stats", true) {
         section(&mut out, "Stats");
