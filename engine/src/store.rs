@@ -192,7 +192,14 @@ impl Engine {
                 .map(|s| s.base + segkv_log::segment::SEGMENT_HEADER_LEN + s.data_bytes)
                 .max()
                 .unwrap_or(0);
-            if covered > end {
+            // A checkpoint taken when the active segment held nothing covers up to that
+            // segment's header, and the segment is gone (removed empty at recovery): fine, as
+            // long as that segment is the one right after the last there is.
+            use segkv_log::segment::{SEGMENT_HEADER_LEN, UNIT};
+            let next_start = covered
+                .checked_sub(SEGMENT_HEADER_LEN)
+                .is_some_and(|b| b.is_multiple_of(UNIT) && b <= end.next_multiple_of(UNIT));
+            if covered > end && !next_start {
                 return Ok(Err(format!(
                     "the index checkpoint covers the log up to address {covered:#x}, but the log ends at {end:#x}"
                 )));
