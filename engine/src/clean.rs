@@ -90,6 +90,14 @@ impl Engine {
         }
     }
 
+    /// Whether garbage is piling up faster than the cleaner's paced work reclaims it (more
+    /// than half again its starting point): the caller should clean without pausing.
+    pub fn cleaner_behind(&self) -> bool {
+        let (data, dead) = self.log.space();
+        let live = data - dead;
+        dead as f64 > (live as f64 * GARBAGE_RATIO * 1.5).max(self.log.segment_size() as f64)
+    }
+
     /// Tells the cleaner that memory is over its limit (eviction freed keys whose bytes only
     /// cleaning returns): it then reclaims any garbage, not just past `GARBAGE_RATIO`.
     pub fn set_memory_pressure(&self, on: bool) {

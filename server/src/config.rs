@@ -97,10 +97,12 @@ static DEFS: &[Def] = &[
     def!("appenddirname", Kind::Str, "appendonlydir", false),
     def!("threads", Kind::Int(1, 1024), "0", false),
     def!("io-threads", Kind::Int(1, 128), "1", false),
+    // 16 MiB: the cleaner reclaims a segment at a time, and the active segment's buffer is
+    // preallocated, so smaller segments keep disk and memory closer to the live data.
     def!(
         "segment-size",
         Kind::Mem(1 << 20, 1 << 40),
-        "67108864",
+        "16777216",
         false
     ),
     def!("checkpoint-interval", Kind::Int(0, I32), "60", true),
