@@ -197,7 +197,9 @@ fn log_recovery(r: &RecoveryInfo) {
         (None, Some(why)) => {
             eprintln!("segkv: the index checkpoint was not used ({why}); replayed the whole log")
         }
-        (None, None) => {}
+        (None, None) => {
+            eprintln!("segkv: no index checkpoint in the data directory; replayed the whole log")
+        }
     }
     eprintln!(
         "segkv: Done loading the log, keys loaded: {}, keys expired: {}.",
