@@ -202,13 +202,19 @@ impl Table {
         self.buckets.len() * (std::mem::size_of::<Bucket>() + 2 * SLOTS_PER_BUCKET)
     }
 
-    /// The metadata of `slot`, if the slot is in this table.
+    /// The position of `slot`, if the slot is in this table.
     #[inline]
-    fn meta_of(&self, slot: &AtomicU64) -> Option<&AtomicU16> {
+    fn index_of(&self, slot: &AtomicU64) -> Option<usize> {
         let base = self.buckets.as_ptr() as usize;
         let p = slot as *const AtomicU64 as usize;
         let i = p.checked_sub(base)? / std::mem::size_of::<AtomicU64>();
-        self.meta.get(i)
+        (i < self.nslots()).then_some(i)
+    }
+
+    /// The metadata of `slot`, if the slot is in this table.
+    #[inline]
+    fn meta_of(&self, slot: &AtomicU64) -> Option<&AtomicU16> {
+        self.meta.get(self.index_of(slot)?)
     }
 
     /// The table being migrated into, if a resize is under way.
@@ -373,6 +379,31 @@ impl Index {
             }
             Found::Hit { .. } => false,
         }
+    }
+
+    /// Whether a write at `found` would revive a tomb in the table being migrated: the new
+    /// table reserved room only for the keys live when the resize started, so a revived key
+    /// would be copied in unreserved (and a shrink's table can then fill up). The slot is
+    /// migrated first (its tomb is dropped or kept in the new table) and the caller looks
+    /// again, so the write becomes a reserved insert there.
+    pub(crate) fn must_migrate_first<K: KeySource + ?Sized>(
+        &self,
+        found: &Found<'_>,
+        log: &K,
+        g: &EpochGuard,
+    ) -> bool {
+        let Found::Hit { slot, v } = *found else {
+            return false;
+        };
+        if !is_tomb(v) {
+            return false;
+        }
+        let cur = self.current(g);
+        let (Some(next), Some(i)) = (cur.next(), cur.index_of(slot)) else {
+            return false;
+        };
+        migrate_slot(slot, cur.meta[i].load(Ordering::Relaxed), next, log, g);
+        true
     }
 
     /// Whether an insert at `found` must not claim its slot: it would go into the current

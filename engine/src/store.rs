@@ -425,6 +425,9 @@ impl Engine {
                     if index.must_grow_first(&found, &g) {
                         break None;
                     }
+                    if index.must_migrate_first(&found, &self.log, &g) {
+                        continue;
+                    }
                     // The current value, whether the slot holds a live entry, and the size of
                     // the record a write replaces (it becomes dead: the cleaner's counters).
                     let (cur, live_v, old_len) = match &found {
