@@ -17,7 +17,8 @@
 //! Why the slots need not be a consistent snapshot: `covered` is the durable address when the
 //! copy starts, and the flusher only passes records whose writer has committed, which happens
 //! after its index CAS; so every record below `covered` is in the slots (or was replaced by a
-//! newer one). Records at or after it are replayed in address order on top, newest last, which
+//! newer one). Slots copied may point past `covered`: the file is made durable only after
+//! everything up to the tail read after the copy is. Records at or after it are replayed in address order on top, newest last, which
 //! gives every key its newest record whatever the copy caught. The writer gate is held entered
 //! while the slots are copied to memory, so no resize or FLUSHDB/SWAPDB happens meanwhile; the
 //! file is written after.
@@ -92,6 +93,9 @@ impl Engine {
         // Make what was written so far durable, so the checkpoint covers it (under `no` and
         // `everysec` the durable address lags the tail).
         self.log.sync()?;
+        // The cleaner does not rewrite slots (DELETED, copies) while they are copied: a slot
+        // read before and its key's new slot read after would both be in the file.
+        let _no_cleaning = self.cleaner.cursor.lock().unwrap();
         let (covered, map, snapshots) = {
             let g = pin();
             let _entered = self.gate.enter();
@@ -109,6 +113,12 @@ impl Engine {
                 .collect();
             (covered, map, snapshots)
         };
+        drop(_no_cleaning);
+        // The copied slots may point past `covered` (writes during the copy): those records
+        // must be durable before the checkpoint is, or a crash would leave slots pointing at
+        // records that never reached the disk (found by review). Every address in the copy was
+        // reserved before its CAS, so it lies below the tail read now.
+        self.log.wait_durable(self.log.tail_addr())?;
         let mut head = Vec::with_capacity(40);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&VERSION.to_le_bytes());

@@ -46,7 +46,7 @@ pub struct CleanerStats {
 
 /// Where the cleaner is: the segment it is reading, and the offset to resume at.
 #[derive(Default)]
-struct Cursor {
+pub(crate) struct Cursor {
     segment: Option<u64>,
     offset: u64,
 }
@@ -60,7 +60,8 @@ struct Sweep {
 
 #[derive(Default)]
 pub(crate) struct Cleaner {
-    cursor: Mutex<Cursor>,
+    /// Held for every step that rewrites slots (and by a checkpoint's copy of them).
+    pub(crate) cursor: Mutex<Cursor>,
     sweep: Mutex<Sweep>,
     segments_cleaned: AtomicU64,
     segments_dropped: AtomicU64,
@@ -119,7 +120,7 @@ impl Engine {
                     .map(|s| s.base)
                     .collect();
                 if !expired.is_empty() {
-                    drop(cur);
+                    // (The cursor stays locked: a checkpoint must not copy slots meanwhile.)
                     self.drop_expired_segments(&expired)?;
                     return Ok(true);
                 }
