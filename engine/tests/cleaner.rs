@@ -367,3 +367,46 @@ fn refilling_deleted_keys_during_a_shrink_fits() {
         assert_eq!(e.get(0, &key(i)), Some(b"w".to_vec()));
     }
 }
+
+/// With `recover-corrupt`, recovery skips a damaged record and keeps the ones after it in the
+/// same segment; cleaning that segment must copy those too (found by review: the walk stopped
+/// at the damage and the segment was retired with them).
+#[test]
+fn cleaning_a_segment_with_a_skipped_damaged_record_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    {
+        let e = open(dir.path(), &clock, 64 << 10);
+        for i in 0..2000 {
+            e.set(0, &key(i), &value(i, 0), SetOptions::default())
+                .unwrap();
+        }
+    }
+    // Damage record 10 of the first segment (header 64 B, records of 12 + 10 + 100 B, padded
+    // to 124 B): its commit word claims 1280 bytes, which would swallow the next records if its
+    // length were trusted, and its checksum fails.
+    let first = segkv_log::list_segments(dir.path()).unwrap()[0].1.clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = 64 + 10 * 124;
+    bytes[at..at + 4].copy_from_slice(&(0x8000_0000u32 | 1280).to_le_bytes());
+    std::fs::write(&first, &bytes).unwrap();
+    let mut c = Config::new(dir.path());
+    c.segment_size = 64 << 10;
+    c.appendfsync = FsyncPolicy::No;
+    c.clock = Clock::Manual(clock.clone());
+    c.recover_corrupt = true;
+    let e = Engine::open(c).unwrap();
+    assert_eq!(e.recovery().report.skipped.len(), 1);
+    assert_eq!(e.len(0), 1999);
+    e.delete(0, &key(0)).unwrap();
+    clean_all(&e);
+    assert!(e.cleaner_stats().segments_cleaned > 0);
+    for i in 1..2000 {
+        let want = if i == 10 { None } else { Some(value(i, 0)) };
+        assert_eq!(e.get(0, &key(i)), want, "key {i}");
+    }
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    assert_eq!(e.len(0), 1998);
+    assert_eq!(e.get(0, &key(11)), Some(value(11, 0)));
+}

@@ -667,25 +667,29 @@ impl Log {
         if end == crate::segment::OPEN || self.durable_addr() < seg.next_base() {
             return None;
         }
-        let mem = seg.mem(guard);
-        let mut p = offset.max(SEGMENT_HEADER_LEN);
+        // Every record's checksum is checked before its length is trusted (segments below an
+        // index checkpoint were not read at startup). A damaged record that recovery skipped
+        // (`recover-corrupt`) is stepped over to the next valid one, as recovery did.
+        let data = seg.mem(guard).bytes(0, end as usize);
+        let mut p = offset.max(SEGMENT_HEADER_LEN) as usize;
         let mut n = 0;
-        while p + 4 <= end {
+        while p < data.len() {
             if n == max {
-                return Some(Some(p));
+                return Some(Some(p as u64));
             }
-            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
-            let len = (w & LEN_MASK) as u64;
-            if w & DONE == 0 || len < HEADER_LEN as u64 || p + len > end {
-                break;
+            match record::scan(&data[p..]) {
+                Ok(record::Scanned::Record(r, len)) => {
+                    f(seg.base + p as u64, r);
+                    n += 1;
+                    p += len;
+                }
+                Ok(record::Scanned::Invalid(len)) => p += len,
+                Ok(record::Scanned::End) | Err(record::DecodeError::Unwritten) => break,
+                Err(_) => match crate::recovery::valid_record_after(data, p + 4) {
+                    Some(q) => p = q,
+                    None => break,
+                },
             }
-            if w & INVALID == 0
-                && let Some(r) = record::decode_body(mem.bytes(p as usize + 4, len as usize - 4))
-            {
-                f(seg.base + p, r);
-                n += 1;
-            }
-            p += record::pad(len as usize) as u64;
         }
         Some(None)
     }
