@@ -185,20 +185,16 @@ impl Engine {
         if ckpt.is_some() {
             // Everything the checkpoint covers must still be in the log (only a damaged log
             // is cut below a durable address).
-            let end = log
-                .segments()
-                .iter()
-                .filter(|s| !s.active)
-                .map(|s| s.base + segkv_log::segment::SEGMENT_HEADER_LEN + s.data_bytes)
-                .max()
-                .unwrap_or(0);
+            let segs = log.segments();
+            let last = segs.iter().filter(|s| !s.active).max_by_key(|s| s.base);
+            let end = last.map_or(0, |s| {
+                s.base + segkv_log::segment::SEGMENT_HEADER_LEN + s.data_bytes
+            });
             // A checkpoint taken when the active segment held nothing covers up to that
             // segment's header, and the segment is gone (removed empty at recovery): fine, as
             // long as that segment is the one right after the last there is.
-            use segkv_log::segment::{SEGMENT_HEADER_LEN, UNIT};
-            let next_start = covered
-                .checked_sub(SEGMENT_HEADER_LEN)
-                .is_some_and(|b| b.is_multiple_of(UNIT) && b <= end.next_multiple_of(UNIT));
+            let next_start = last
+                .is_some_and(|s| covered == s.next_base + segkv_log::segment::SEGMENT_HEADER_LEN);
             if covered > end && !next_start {
                 return Ok(Err(format!(
                     "the index checkpoint covers the log up to address {covered:#x}, but the log ends at {end:#x}"

@@ -77,6 +77,8 @@ pub struct SegmentInfo {
     pub active: bool,
     /// Sealed, and everything in it is durable: it can be cleaned and retired.
     pub settled: bool,
+    /// Base address of the segment that follows it.
+    pub next_base: u64,
 }
 
 /// Segments by address unit.
@@ -621,6 +623,7 @@ impl Log {
                     active: s.base == active_base,
                     // Sealed, written, synced and mapped from its file: the flusher moved on.
                     settled: sealed && s.base != active_base && durable >= s.next_base(),
+                    next_base: s.next_base(),
                 }
             })
             .collect()
