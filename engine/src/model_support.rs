@@ -87,6 +87,17 @@ impl Index {
         self.0.must_grow_first(&found.0, g)
     }
 
+    /// Whether a write at `found` would revive a tomb in the table being migrated; if so the
+    /// slot was migrated and the caller looks again.
+    pub fn must_migrate_first<K: KeySource + ?Sized>(
+        &self,
+        found: &Found<'_>,
+        log: &K,
+        g: &EpochGuard,
+    ) -> bool {
+        self.0.must_migrate_first(&found.0, log, g)
+    }
+
     /// Adjusts the live-key count (the store does it after each install; resize sizes by it).
     pub fn add_live(&self, delta: i64) {
         self.0.live.fetch_add(delta, crate::sync::Ordering::Relaxed);

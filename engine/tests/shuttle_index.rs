@@ -12,7 +12,8 @@
 //! trait. `Model::update` is `Engine::update_plan` (store.rs) step for step, without the parts
 //! that need a clock or a disk: enter the gate, help the migration once if a resize is under
 //! way, then find → (an insert into a table still being migrated into and over its limit:
-//! help the migration, or yield, and retry) → decide → append a record → install (CAS) → on a
+//! help the migration, or yield, and retry; a write that would revive a tomb in the table being
+//! migrated: migrate that slot and retry) → decide → append a record → install (CAS) → on a
 //! lost CAS abort the record and retry from the find; after leaving the gate, start a resize
 //! (gate closed) if the table is over its load limit. `Model::get` is `Engine::read`: help the
 //! migration once if a resize is under way, then look up.
@@ -160,6 +161,9 @@ impl Model {
                     }
                     if index.must_grow_first(&found, &g) {
                         break Err(());
+                    }
+                    if index.must_migrate_first(&found, &self.log, &g) {
+                        continue;
                     }
                     let (cur, live_v) = match found.value() {
                         Some(v) if !is_tomb(v) => (Some(self.log.rec(slot_addr(v)).payload), true),
