@@ -635,7 +635,19 @@ impl Engine {
         let ks = self.keyspace_of(db);
         self.append_control(Kind::FlushKeyspace, ks as u8, &[])?;
         self.fresh_index(ks, &pin());
+        self.note_flushed();
         Ok(())
+    }
+
+    /// After a flush (gate closed): if no keyspace has a live key left, every record in the
+    /// log is garbage; tell the cleaner's counters, or a FLUSHALL would never give back its
+    /// disk and memory. (A FLUSHDB that leaves other databases' keys is not counted: which
+    /// records were its keyspace's is not known without reading them.)
+    fn note_flushed(&self) {
+        let g = pin();
+        if self.keyspaces.iter().all(|k| k.index.load(&g).len() == 0) {
+            self.log.mark_dead_before(self.log.tail_addr());
+        }
     }
 
     pub fn flush_all(&self) -> Result<(), EngineError> {
@@ -649,6 +661,7 @@ impl Engine {
                 self.fresh_index(ks, &g);
             }
         }
+        self.note_flushed();
         Ok(())
     }
 

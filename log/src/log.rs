@@ -593,6 +593,25 @@ impl Log {
         }
     }
 
+    /// Counts every record below `addr` as dead (after a flush left no live key anywhere).
+    pub fn mark_dead_before(&self, addr: u64) {
+        let g = pin();
+        for seg in self.sh.table.load(&g).list() {
+            let end = seg.data_end.load(Ordering::Acquire);
+            let end = if end == crate::segment::OPEN {
+                seg.reserved.load(Ordering::Acquire).min(seg.capacity)
+            } else {
+                end
+            };
+            let upto = end.min(addr.saturating_sub(seg.base));
+            let data = upto.saturating_sub(SEGMENT_HEADER_LEN);
+            let old = seg.stats.dead.fetch_max(data, Ordering::Relaxed);
+            if data > old {
+                self.sh.dead_bytes.fetch_add(data - old, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Every segment, oldest first, with the counters the cleaner chooses by.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let g = pin();
