@@ -249,7 +249,7 @@ impl Engine {
                     while let Some(p) = pos
                         && found < want
                     {
-                        pos = index.walk_slots_meta(p, 4096, &g, &mut |v, m| {
+                        pos = index.walk_slots(p, 4096, &g, &mut |_, v, m| {
                             if found < want && !crate::index::is_tomb(v) && consider(v, m) {
                                 found += 1;
                             }

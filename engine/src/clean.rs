@@ -27,7 +27,7 @@ use segkv_log::{Kind, RecordSpec, RecordView, SegmentInfo};
 use super::{Engine, MAX_DATABASES, State};
 use crate::api::EngineError;
 use crate::index::{DELETED, Found, hash, is_tomb, make_slot, slot_addr};
-use segkv_log::epoch::pin;
+use segkv_log::epoch::{EpochGuard, pin};
 
 /// The cleaner's work so far (INFO).
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,7 +200,7 @@ impl Engine {
             }
             match rec.kind {
                 Kind::Put | Kind::Delete => {
-                    if let Err(e) = self.clean_record(addr, &rec) {
+                    if let Err(e) = self.clean_record(addr, &rec, &g) {
                         err = Some(e);
                     }
                 }
@@ -227,16 +227,20 @@ impl Engine {
     }
 
     /// One Put or Delete of the segment being cleaned.
-    fn clean_record(&self, addr: u64, rec: &RecordView<'_>) -> Result<(), EngineError> {
+    fn clean_record(
+        &self,
+        addr: u64,
+        rec: &RecordView<'_>,
+        g: &EpochGuard,
+    ) -> Result<(), EngineError> {
         let ks = rec.keyspace as usize;
         if ks >= MAX_DATABASES {
             return Ok(());
         }
-        let g = pin();
-        let index = self.keyspaces[ks].index.load(&g);
+        let index = self.keyspaces[ks].index.load(g);
         let h = hash(rec.key);
         loop {
-            let Found::Hit { slot, v } = index.find(&self.log, rec.key, h, &g) else {
+            let Found::Hit { slot, v } = index.find(&self.log, rec.key, h, g) else {
                 return Ok(()); // the key is gone: whatever removed it is newer
             };
             if slot_addr(v) != addr {
@@ -267,7 +271,7 @@ impl Engine {
                 value: rec.value,
                 expire_at: rec.expire_at,
             };
-            let pending = self.log.append(&spec, &g)?;
+            let pending = self.log.append(&spec, g)?;
             let new = make_slot(pending.addr(), h, false);
             if slot
                 .compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire)
@@ -302,7 +306,7 @@ impl Engine {
                 index.finish_resize(&self.log, &g);
                 let mut pos = 0;
                 loop {
-                    let next = index.walk_slots(pos, 1 << 16, &g, &mut |slot, v| {
+                    let next = index.walk_slots(pos, 1 << 16, &g, &mut |slot, v, _| {
                         let a = slot_addr(v);
                         if ranges.iter().any(|&(lo, hi)| a >= lo && a < hi)
                             && slot
@@ -354,14 +358,14 @@ impl Engine {
                 continue;
             }
             let n = budget.min(4096);
-            let next = index.walk_slots(cur.pos, n, &g, &mut |slot, v| {
+            let next = index.walk_slots(cur.pos, n, &g, &mut |slot, v, _| {
                 if is_tomb(v) || !self.log.may_have_expired(slot_addr(v), now, &g) {
                     return;
                 }
                 if let Some(rec) = self.log.read(slot_addr(v), &g)
                     && rec.kind == Kind::Put
                     && rec.expired(now)
-                    && self.expire_slot(index, slot, v, &rec)
+                    && self.expire_slot(index, slot, v, &rec, &g)
                 {
                     removed += 1;
                 }

@@ -522,14 +522,15 @@ impl Index {
         }
     }
 
-    /// Calls `f(slot, value)` for the entries (live or tomb) among slots `[from, from + n)` of
-    /// the current table; returns the position after them, or None past the end.
+    /// Calls `f(slot, value, access metadata)` for the entries (live or tomb) among slots
+    /// `[from, from + n)` of the current table; returns the position after them, or None past
+    /// the end.
     pub(crate) fn walk_slots(
         &self,
         from: usize,
         n: usize,
         g: &EpochGuard,
-        f: &mut dyn FnMut(&AtomicU64, u64),
+        f: &mut dyn FnMut(&AtomicU64, u64, u16),
     ) -> Option<usize> {
         let t = self.current(g);
         let end = (from + n).min(t.nslots());
@@ -537,26 +538,7 @@ impl Index {
             let s = t.slot(i);
             let v = s.load(Ordering::Acquire);
             if is_entry(v) {
-                f(s, v);
-            }
-        }
-        (end < t.nslots()).then_some(end)
-    }
-
-    /// As `walk_slots`, passing each entry's access metadata instead of its slot.
-    pub(crate) fn walk_slots_meta(
-        &self,
-        from: usize,
-        n: usize,
-        g: &EpochGuard,
-        f: &mut dyn FnMut(u64, u16),
-    ) -> Option<usize> {
-        let t = self.current(g);
-        let end = (from + n).min(t.nslots());
-        for i in from..end {
-            let v = t.slot(i).load(Ordering::Acquire);
-            if is_entry(v) {
-                f(v, t.meta[i].load(Ordering::Relaxed));
+                f(s, v, t.meta[i].load(Ordering::Relaxed));
             }
         }
         (end < t.nslots()).then_some(end)

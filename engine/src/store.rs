@@ -319,7 +319,7 @@ impl Engine {
                 Some(f(c))
             }
             State::Expired => {
-                self.expire_slot(index, slot, v, &rec);
+                self.expire_slot(index, slot, v, &rec, &g);
                 None
             }
             State::Dead => None,
@@ -344,14 +344,20 @@ impl Engine {
 
     /// Marks an expired key's slot as a tomb (no log write: recovery treats the expired record
     /// as a delete too).
-    fn expire_slot(&self, index: &Index, slot: &AtomicU64, v: u64, rec: &RecordView<'_>) -> bool {
+    fn expire_slot(
+        &self,
+        index: &Index,
+        slot: &AtomicU64,
+        v: u64,
+        rec: &RecordView<'_>,
+        g: &EpochGuard,
+    ) -> bool {
         let had_ttl = rec.expire_at.is_some();
         let won = slot
             .compare_exchange(v, tombed(v), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if won {
-            self.log
-                .note_dead(slot_addr(v), rec.padded_len() as u64, &pin());
+            self.log.note_dead(slot_addr(v), rec.padded_len() as u64, g);
             index.live.fetch_sub(1, Ordering::Relaxed);
             if had_ttl {
                 index.expires.fetch_sub(1, Ordering::Relaxed);
@@ -432,7 +438,7 @@ impl Engine {
                                 Some(rec) => match self.state(&rec) {
                                     State::Live(c) => (Some(c), true, rec.padded_len()),
                                     State::Expired => {
-                                        self.expire_slot(index, slot, *v, &rec);
+                                        self.expire_slot(index, slot, *v, &rec, &g);
                                         continue;
                                     }
                                     State::Dead => (None, true, rec.padded_len()),

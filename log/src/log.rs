@@ -162,9 +162,6 @@ struct Shared {
     retired_bytes: AtomicU64,
     /// Capacity of the next segment (`segment_size`, changeable while open).
     segment_size: AtomicU64,
-    /// Bytes of records in the segments that exist (live and dead), and of those the dead.
-    data_bytes: AtomicU64,
-    dead_bytes: AtomicU64,
     _lock: std::fs::File,
 }
 
@@ -303,12 +300,6 @@ impl Log {
         table = table.with(active.clone());
         let start = active.base + SEGMENT_HEADER_LEN;
         let cfg_segment_size = cfg.segment_size;
-        let existing_data: u64 = table
-            .list()
-            .iter()
-            .filter(|s| s.is_sealed())
-            .map(|s| s.data_end.load(Ordering::Relaxed) - SEGMENT_HEADER_LEN)
-            .sum();
         let sh = Arc::new(Shared {
             cfg,
             table: EpochCell::new(table),
@@ -331,8 +322,6 @@ impl Log {
             fsyncs: AtomicU64::new(0),
             retired_bytes: AtomicU64::new(0),
             segment_size: AtomicU64::new(cfg_segment_size),
-            data_bytes: AtomicU64::new(existing_data),
-            dead_bytes: AtomicU64::new(0),
             _lock: lock,
         });
         let sh2 = sh.clone();
@@ -385,7 +374,6 @@ impl Log {
         spec.encode_body(mem.reserve_mut(off + 4, len - 4));
         mem.commit_word(off).store(len as u32, Ordering::Release);
         self.sh.appended_bytes.fetch_add(padded, Ordering::Relaxed);
-        self.sh.data_bytes.fetch_add(padded, Ordering::Relaxed);
         Ok(Pending {
             log: self,
             mem,
@@ -589,7 +577,6 @@ impl Log {
     pub fn note_dead(&self, addr: u64, bytes: u64, guard: &EpochGuard) {
         if let Some(seg) = self.sh.table.load(guard).get(addr) {
             seg.stats.dead.fetch_add(bytes, Ordering::Relaxed);
-            self.sh.dead_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -597,18 +584,9 @@ impl Log {
     pub fn mark_dead_before(&self, addr: u64) {
         let g = pin();
         for seg in self.sh.table.load(&g).list() {
-            let end = seg.data_end.load(Ordering::Acquire);
-            let end = if end == crate::segment::OPEN {
-                seg.reserved.load(Ordering::Acquire).min(seg.capacity)
-            } else {
-                end
-            };
-            let upto = end.min(addr.saturating_sub(seg.base));
+            let upto = seg.data_end_now().min(addr.saturating_sub(seg.base));
             let data = upto.saturating_sub(SEGMENT_HEADER_LEN);
-            let old = seg.stats.dead.fetch_max(data, Ordering::Relaxed);
-            if data > old {
-                self.sh.dead_bytes.fetch_add(data - old, Ordering::Relaxed);
-            }
+            seg.stats.dead.fetch_max(data, Ordering::Relaxed);
         }
     }
 
@@ -623,18 +601,12 @@ impl Log {
             .list()
             .iter()
             .map(|s| {
-                let end = s.data_end.load(Ordering::Acquire);
-                let sealed = end != crate::segment::OPEN;
-                let end = if sealed {
-                    end
-                } else {
-                    s.reserved.load(Ordering::Acquire).min(s.capacity)
-                };
+                let sealed = s.is_sealed();
                 let min = s.stats.min_expiry.load(Ordering::Relaxed);
                 let max = s.stats.max_expiry.load(Ordering::Relaxed);
                 SegmentInfo {
                     base: s.base,
-                    data_bytes: end.saturating_sub(SEGMENT_HEADER_LEN),
+                    data_bytes: s.data_bytes(),
                     dead_bytes: s.stats.dead.load(Ordering::Relaxed),
                     min_expiry: (min != u64::MAX).then_some(min),
                     max_expiry: (max != 0).then_some(max),
@@ -649,10 +621,22 @@ impl Log {
     }
 
     /// Bytes of records in every segment (live and dead), and of those the dead, as counted
-    /// by `note_dead` (cheap: two counters).
+    /// by `note_dead`: a few loads per segment, no allocation (maxmemory checks it per write
+    /// command; appends and overwrites update only their own segment's counters).
     pub fn space(&self) -> (u64, u64) {
-        let data = self.sh.data_bytes.load(Ordering::Relaxed);
-        (data, self.sh.dead_bytes.load(Ordering::Relaxed).min(data))
+        let g = pin();
+        let (mut data, mut dead) = (0, 0);
+        let mut prev: Option<&Arc<Segment>> = None;
+        for s in self.sh.table.load(&g).segs.iter().flatten() {
+            if prev.is_some_and(|p| Arc::ptr_eq(p, s)) {
+                continue;
+            }
+            prev = Some(s);
+            let d = s.data_bytes();
+            data += d;
+            dead += s.stats.dead.load(Ordering::Relaxed).min(d);
+        }
+        (data, dead)
     }
 
     /// Bytes of records in every segment (live and dead).
@@ -779,16 +763,7 @@ impl Log {
         drop(g);
         crate::epoch::flush();
         let file = seg.data_end.load(Ordering::Acquire);
-        let data = file - SEGMENT_HEADER_LEN;
         self.sh.retired_bytes.fetch_add(file, Ordering::Relaxed);
-        self.sh.data_bytes.fetch_sub(data, Ordering::Relaxed);
-        let dead = seg.stats.dead.load(Ordering::Relaxed).min(data);
-        let _ = self
-            .sh
-            .dead_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                Some(d.saturating_sub(dead))
-            });
         Ok(file)
     }
 

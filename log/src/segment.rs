@@ -262,6 +262,19 @@ impl Segment {
         self.base + self.units() * UNIT
     }
 
+    /// Where the data ends now: at the seal, or (active) after the last reservation.
+    pub(crate) fn data_end_now(&self) -> u64 {
+        match self.data_end.load(Ordering::Acquire) {
+            OPEN => self.reserved.load(Ordering::Acquire).min(self.capacity),
+            end => end,
+        }
+    }
+
+    /// Bytes of records in it (header excluded).
+    pub(crate) fn data_bytes(&self) -> u64 {
+        self.data_end_now().saturating_sub(SEGMENT_HEADER_LEN)
+    }
+
     pub(crate) fn is_sealed(&self) -> bool {
         self.data_end.load(Ordering::Acquire) != OPEN
     }
