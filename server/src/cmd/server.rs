@@ -1,10 +1,13 @@
 //! Server: COMMAND (COUNT INFO DOCS LIST GETKEYS) INFO CONFIG (GET SET RESETSTAT REWRITE) TIME
-//! LASTSAVE SAVE BGSAVE SHUTDOWN FUNCTION FLUSH DEBUG SLEEP.
+//! LASTSAVE SAVE BGSAVE SHUTDOWN FUNCTION FLUSH DEBUG (SLEEP DIGEST DIGEST-VALUE HELP).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Command, Ctx, SYNTAX, engine_err, eq};
+use segkv_engine::Engine;
+
+use super::{Command, Ctx, LOADING_ERR, SYNTAX, engine_err, eq};
 use crate::glob;
 use crate::reply::Reply;
 use crate::server::unix_ms;
@@ -671,8 +674,161 @@ pub fn debug(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
         }
         return Reply::OK;
     }
+    if eq(a[1], "help") && a.len() == 2 {
+        return Reply::Array(DEBUG_HELP.iter().map(|l| Reply::status(l)).collect());
+    }
+    if eq(a[1], "digest") && a.len() == 2 {
+        let Some(engine) = ctx.srv.engine.loaded() else {
+            return Reply::err(LOADING_ERR);
+        };
+        return Reply::Status(hex(&keyspace_digest(engine)).into());
+    }
+    if eq(a[1], "digest-value") {
+        let Some(engine) = ctx.srv.engine.loaded() else {
+            return Reply::err(LOADING_ERR);
+        };
+        let db = ctx.s.db;
+        return Reply::Array(
+            a[2..]
+                .iter()
+                .map(|k| {
+                    let d = engine.read(db, k, |c| value_digest(c.value));
+                    Reply::Status(hex(&d.unwrap_or_default()).into())
+                })
+                .collect(),
+        );
+    }
     Reply::error(format!(
         "ERR unknown subcommand '{}'. Try DEBUG HELP.",
         String::from_utf8_lossy(&a[1][..a[1].len().min(128)])
     ))
+}
+
+static DEBUG_HELP: &[&str] = &[
+    "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "DIGEST",
+    "    Output a hex signature representing the current DB content.",
+    "DIGEST-VALUE <key> [<key> ...]",
+    "    Output a hex signature of the values of all the specified keys.",
+    "SLEEP <seconds>",
+    "    Stop the server for <seconds>. Decimals allowed.",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// A 192-bit digest (three 64-bit lanes); DEBUG shows its first 160 bits as Redis's 40 hex
+/// characters. Not Redis's SHA-1 numbers, but the same use: equal datasets give equal
+/// digests, so tests can compare a primary with its replicas.
+type Digest = [u64; 3];
+
+/// DEBUG DIGEST: the sum over every live key of every database of the hash of (database
+/// number, key, value, absolute expiry in ms or none). A sum, so the order keys are walked in
+/// (which depends on the index's size and history) does not matter; an empty dataset gives
+/// zeros, as in Redis. Expired keys are not counted (reading them expires them). Walked under
+/// concurrent writes it gives some digest, not a snapshot's. Holds one database's keys in
+/// memory at a time: a SCAN may return a key twice while the index grows, and a key must
+/// count once.
+fn keyspace_digest(engine: &Engine) -> Digest {
+    let mut total = Digest::default();
+    for db in 0..engine.databases() {
+        if engine.len(db) == 0 {
+            continue;
+        }
+        let mut keys = HashSet::new();
+        let mut cursor = 0;
+        loop {
+            cursor = engine.scan(db, cursor, 1024, |k| {
+                keys.insert(k.to_vec());
+            });
+            if cursor == 0 {
+                break;
+            }
+        }
+        for key in keys {
+            let d = engine.read(db, &key, |c| {
+                let expire = c.expire_at.map(u64::to_le_bytes);
+                hash_parts(&[
+                    b"key",
+                    &(db as u64).to_le_bytes(),
+                    &key,
+                    c.value,
+                    // Length-prefixed: none (0 bytes) differs from any expiry (8 bytes).
+                    expire.as_ref().map_or(&[][..], |e| &e[..]),
+                ])
+            });
+            if let Some(d) = d {
+                for (t, x) in total.iter_mut().zip(d) {
+                    *t = t.wrapping_add(x);
+                }
+            }
+        }
+    }
+    total
+}
+
+/// DEBUG DIGEST-VALUE: as in Redis, the value alone (not the key, not the expiry).
+fn value_digest(value: &[u8]) -> Digest {
+    hash_parts(&[b"value", value])
+}
+
+/// 40 hex characters: the first 160 bits of `d`.
+fn hex(d: &Digest) -> String {
+    format!("{:016x}{:016x}{:08x}", d[0], d[1], d[2] >> 32)
+}
+
+/// Folded multiply (as in wyhash and aHash): the full 128-bit product, halves XORed.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// A stable (not per-process, not per-toolchain) non-cryptographic 192-bit hash of `parts`,
+/// each prefixed with its length so that field boundaries count: three lanes of folded
+/// multiplies with distinct seeds over 8-byte words, each finished with splitmix64's mixer.
+fn hash_parts(parts: &[&[u8]]) -> Digest {
+    const SEEDS: Digest = [
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    ];
+    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Digest::default();
+    for (lane, seed) in out.iter_mut().zip(SEEDS) {
+        let mut h = seed;
+        let mut feed = |w: u64| h = fold_mul(h ^ w ^ seed, MUL);
+        for p in parts {
+            feed(p.len() as u64);
+            let mut words = p.chunks_exact(8);
+            for w in &mut words {
+                feed(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+            }
+            let rest = words.remainder();
+            if !rest.is_empty() {
+                let mut w = [0u8; 8];
+                w[..rest.len()].copy_from_slice(rest);
+                feed(u64::from_le_bytes(w));
+            }
+        }
+        let mut z = h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        *lane = z ^ (z >> 31);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_hash_is_stable_and_separates_fields() {
+        assert_eq!(hex(&Digest::default()), "0".repeat(40));
+        let a = hash_parts(&[b"key", b"ab", b"c"]);
+        assert_eq!(a, hash_parts(&[b"key", b"ab", b"c"]));
+        assert_ne!(a, hash_parts(&[b"key", b"a", b"bc"]));
+        assert_ne!(a, hash_parts(&[b"key", b"ab", b"d"]));
+        assert_ne!(hash_parts(&[b""]), hash_parts(&[b"\0"]));
+        assert_eq!(hex(&a).len(), 40);
+    }
 }
