@@ -26,6 +26,9 @@ pub struct Config {
     /// Called with each record's address as `open` replays the log, in address order: how
     /// far loading got (the server's INFO loading fields). Runs on the opening thread.
     pub on_replay: Option<ReplayHook>,
+    /// Continue the last segment instead of starting a new one (a replica resumes copying
+    /// the segment its primary is writing).
+    pub reopen_tail: bool,
 }
 
 /// A callback for [`Config::on_replay`].
@@ -50,6 +53,7 @@ impl Config {
             recover_corrupt: false,
             clock: Clock::System,
             on_replay: None,
+            reopen_tail: false,
         }
     }
 }

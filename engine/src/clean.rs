@@ -47,7 +47,7 @@ pub struct CleanerStats {
 /// Where the cleaner is: the segment it is reading, and the offset to resume at.
 #[derive(Default)]
 pub(crate) struct Cursor {
-    segment: Option<u64>,
+    pub(super) segment: Option<u64>,
     offset: u64,
 }
 
@@ -108,6 +108,10 @@ impl Engine {
     /// One bounded step of cleaning: reads at most `max_records` records (or drops a run of
     /// wholly expired segments). Returns whether it did anything (call again soon if so).
     pub fn clean_step(&self, max_records: usize) -> Result<bool, EngineError> {
+        if self.log.mirroring() {
+            // A replica's log is a copy of its primary's: the primary's cleaning reaches it.
+            return Ok(false);
+        }
         let mut cur = self.cleaner.cursor.lock().unwrap();
         let base = match cur.segment {
             Some(b) => b,
@@ -116,7 +120,7 @@ impl Engine {
                 let now = self.now_ms();
                 let expired: Vec<u64> = segs
                     .iter()
-                    .take_while(|s| s.settled && wholly_expired(s, now))
+                    .take_while(|s| self.log.may_retire(s) && wholly_expired(s, now))
                     .map(|s| s.base)
                     .collect();
                 if !expired.is_empty() {
@@ -128,6 +132,10 @@ impl Engine {
                     return Ok(false);
                 };
                 if !self.worth_cleaning(&segs) {
+                    return Ok(false);
+                }
+                if oldest.settled && !self.log.may_retire(oldest) {
+                    // A replica still reads it.
                     return Ok(false);
                 }
                 if !oldest.settled {
@@ -207,6 +215,8 @@ impl Engine {
                 Kind::SwapDb | Kind::DbMap => control = true,
                 // Nothing older than it survives the segment: it has nothing to empty.
                 Kind::FlushKeyspace => {}
+                // Says a segment older than this one is gone: nothing to keep.
+                Kind::Retire => {}
             }
         });
         // No settled segment there any more: nothing left to do in it.
@@ -290,7 +300,7 @@ impl Engine {
     }
 
     /// Deletes a leading run of segments whose records have all expired, without reading them.
-    fn drop_expired_segments(&self, bases: &[u64]) -> Result<(), EngineError> {
+    pub(super) fn drop_expired_segments(&self, bases: &[u64]) -> Result<(), EngineError> {
         let segs = self.log.segments();
         let ranges: Vec<(u64, u64)> = segs
             .iter()
@@ -412,6 +422,6 @@ impl Engine {
 
 /// Every record of the segment is an expired Put, a Delete or a FlushKeyspace: nothing in it
 /// is live, and (as the oldest segment) nothing in it shadows a surviving record.
-fn wholly_expired(s: &SegmentInfo, now: u64) -> bool {
+pub(super) fn wholly_expired(s: &SegmentInfo, now: u64) -> bool {
     s.holds & (holds::PERSISTENT | holds::DB_MAP) == 0 && s.max_expiry.is_some_and(|m| m <= now)
 }

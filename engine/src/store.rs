@@ -17,6 +17,8 @@ mod checkpoint;
 pub use checkpoint::CheckpointInfo;
 #[path = "clean.rs"]
 mod clean;
+#[path = "mirror.rs"]
+mod mirror;
 pub use access::EvictPolicy;
 pub use clean::CleanerStats;
 
@@ -68,6 +70,13 @@ enum Plan<'v> {
     Keep,
     Delete,
     Put(Cow<'v, [u8]>, Option<u64>),
+    /// A record a replica copied from its primary, already in the log at `addr`.
+    Mirrored {
+        addr: u64,
+        tomb: bool,
+        expire_at: Option<u64>,
+        padded: u64,
+    },
 }
 
 enum State<'a> {
@@ -92,6 +101,12 @@ impl Engine {
             return Err(EngineError::BadDb(cfg.databases));
         }
         let t0 = std::time::Instant::now();
+        if cfg.reopen_tail {
+            // A replica continues its last segment: it replays its log (checkpoints are a
+            // primary's).
+            checkpoint::discard(&cfg.dir);
+            return Self::open_full(cfg, t0, None);
+        }
         let ckpt = match checkpoint::read(&cfg.dir) {
             Ok(c) => c,
             Err(why) => return Self::open_full(cfg, t0, Some(why)),
@@ -138,6 +153,7 @@ impl Engine {
             writer: cfg.writer,
             recover_corrupt: cfg.recover_corrupt,
             replay_from: covered,
+            reopen_tail: cfg.reopen_tail,
         };
         let now = cfg.clock.now_ms();
         // Pass 1 (during the log scan): collect (hash, address) per keyspace in address order.
@@ -400,11 +416,22 @@ impl Engine {
         &self,
         db: usize,
         key: &[u8],
-        mut decide: impl FnMut(Option<Current<'_>>) -> (Plan<'v>, R),
+        decide: impl FnMut(Option<Current<'_>>) -> (Plan<'v>, R),
     ) -> Result<R, EngineError> {
         if db >= self.cfg.databases {
             return Err(EngineError::BadDb(db));
         }
+        self.write_loop(Some(db), 0, key, decide)
+    }
+
+    /// `update_plan` in database `db`, or (None) in keyspace `ks`.
+    fn write_loop<'v, R>(
+        &self,
+        db: Option<usize>,
+        ks: usize,
+        key: &[u8],
+        mut decide: impl FnMut(Option<Current<'_>>) -> (Plan<'v>, R),
+    ) -> Result<R, EngineError> {
         let h = hash(key);
         loop {
             let result;
@@ -412,7 +439,10 @@ impl Engine {
             {
                 let _w = self.gate.enter();
                 let g = pin();
-                let (ks, index) = self.index(db, &g);
+                let (ks, index) = match db {
+                    Some(db) => self.index(db, &g),
+                    None => (ks, self.keyspaces[ks].index.load(&g)),
+                };
                 if index.resizing(&g) {
                     index.help_migrate(&self.log, &g);
                 }
@@ -455,6 +485,22 @@ impl Engine {
                         Plan::Delete if !live_v => break Some(r),
                         Plan::Delete => (Kind::Delete, &[], None),
                         Plan::Put(value, expire_at) => (Kind::Put, value, *expire_at),
+                        Plan::Mirrored {
+                            addr,
+                            tomb: true,
+                            padded,
+                            ..
+                        } if !live_v => {
+                            self.log.note_dead(*addr, *padded, &g);
+                            break Some(r);
+                        }
+                        Plan::Mirrored {
+                            tomb, expire_at, ..
+                        } => (
+                            if *tomb { Kind::Delete } else { Kind::Put },
+                            &[],
+                            *expire_at,
+                        ),
                     };
                     let spec = RecordSpec {
                         kind: spec_kind,
@@ -463,9 +509,16 @@ impl Engine {
                         value,
                         expire_at,
                     };
-                    let pending = self.log.append(&spec, &g)?;
+                    let (pending, addr, padded) = match plan {
+                        Plan::Mirrored { addr, padded, .. } => (None, addr, padded),
+                        _ => {
+                            let p = self.log.append(&spec, &g)?;
+                            let a = p.addr();
+                            (Some(p), a, spec.padded_len() as u64)
+                        }
+                    };
                     let tomb = spec_kind == Kind::Delete;
-                    if index.install(&found, make_slot(pending.addr(), h, tomb)) {
+                    if index.install(&found, make_slot(addr, h, tomb)) {
                         if let Found::Hit { v, .. } = found
                             && old_len > 0
                         {
@@ -473,8 +526,7 @@ impl Engine {
                         }
                         if tomb {
                             // A tombstone is garbage from the start: it only shadows older records.
-                            self.log
-                                .note_dead(pending.addr(), spec.padded_len() as u64, &g);
+                            self.log.note_dead(addr, padded, &g);
                         } else {
                             let (slot, new) = match found {
                                 Found::Hit { slot, .. } => (slot, !live_v),
@@ -482,7 +534,9 @@ impl Engine {
                             };
                             access::touch_slot(self, index, slot, new, &g);
                         }
-                        pending.commit();
+                        if let Some(p) = pending {
+                            p.commit();
+                        }
                         let now_live = !tomb;
                         index
                             .live
@@ -494,28 +548,32 @@ impl Engine {
                         );
                         break Some(r);
                     }
-                    pending.abort();
+                    if let Some(p) = pending {
+                        p.abort();
+                    }
                 };
                 grow = index.needs_resize(&g);
             }
             match result {
                 Some(r) => {
                     if grow {
-                        self.start_resize(db);
+                        self.start_resize_in(db, ks);
                     }
                     return Ok(r);
                 }
                 // The table is full up to its limit: leave the gate, attach a bigger one, retry.
-                None => self.start_resize(db),
+                None => self.start_resize_in(db, ks),
             }
         }
     }
 
-    fn start_resize(&self, db: usize) {
+    fn start_resize_in(&self, db: Option<usize>, ks: usize) {
         let _closed = self.gate.close();
         let g = pin();
-        let (_, index) = self.index(db, &g);
-        index.start_resize(&g);
+        match db {
+            Some(db) => self.index(db, &g).1.start_resize(&g),
+            None => self.keyspaces[ks].index.load(&g).start_resize(&g),
+        }
     }
 
     pub fn set(

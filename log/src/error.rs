@@ -27,6 +27,9 @@ pub enum LogError {
     TooLarge(usize),
     #[error("the log is closed")]
     Closed,
+    /// Bytes offered by a primary do not fit this log where they claim to go.
+    #[error("replication stream: {0}")]
+    Mirror(String),
 }
 
 impl LogError {

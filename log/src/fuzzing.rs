@@ -264,6 +264,7 @@ fn open(dir: &Path, recover_corrupt: bool) -> Result<(Vec<Seen>, crate::Recovery
         writer: WriterKind::Pwrite,
         recover_corrupt,
         replay_from: 0,
+        reopen_tail: false,
     };
     let mut recs = Vec::new();
     let (log, report) = Log::open(cfg, |addr, v| recs.push(seen(addr, &v)))?;

@@ -23,7 +23,7 @@ mod uring;
 pub mod writer;
 
 pub use error::LogError;
-pub use log::{Log, LogConfig, Pending, RecoveryReport, SegmentInfo};
+pub use log::{Log, LogConfig, Pending, RecoveryReport, SegmentInfo, Stream};
 pub use record::{Kind, RecordSpec, RecordView};
 pub use recovery::list_segments;
 

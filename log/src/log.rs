@@ -11,7 +11,9 @@ use crate::mem::SegMem;
 use crate::record::{
     self, DONE, END_MARK, HEADER_LEN, INVALID, LEN_MASK, MAX_RECORD_LEN, RecordSpec, RecordView,
 };
-use crate::segment::{SEGMENT_HEADER_LEN, Segment, UNIT_SHIFT, segment_file_name};
+use crate::segment::{
+    SEGMENT_HEADER_LEN, Segment, SegmentHeader, UNIT, UNIT_SHIFT, segment_file_name,
+};
 use crate::writer::{SegmentWriter, make_writer};
 use crate::{FsyncPolicy, LogError, WriterKind};
 
@@ -28,6 +30,9 @@ pub struct LogConfig {
     /// Replay (and verify) only records at or after this address: an index checkpoint covers
     /// everything before it. Segments wholly below it are mapped without being read.
     pub replay_from: u64,
+    /// Make the last segment found active again instead of starting a new one: a replica
+    /// continues the segment its primary is still writing.
+    pub reopen_tail: bool,
 }
 
 impl LogConfig {
@@ -39,6 +44,7 @@ impl LogConfig {
             writer: WriterKind::Auto,
             recover_corrupt: false,
             replay_from: 0,
+            reopen_tail: false,
         }
     }
 }
@@ -58,6 +64,19 @@ pub struct RecoveryReport {
     pub removed_files: Vec<PathBuf>,
     /// Why the io_uring writer is not used, when it was asked for automatically and failed.
     pub writer_note: Option<String>,
+}
+
+/// What `Log::read_stream` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A segment starts: its header (the cursor moves past it).
+    Segment(SegmentHeader),
+    /// Records from this address were appended to the buffer.
+    Data(u64),
+    /// Nothing new yet.
+    Wait,
+    /// The cursor is in no segment any more (retired): the reader must start over.
+    Gone,
 }
 
 /// A segment as the cleaner sees it.
@@ -122,6 +141,16 @@ impl SegTable {
         }
     }
 
+    /// The first segment whose base is above `base`.
+    fn after(&self, base: u64) -> Option<&Arc<Segment>> {
+        let from = ((base >> UNIT_SHIFT) + 1).checked_sub(self.first_unit)? as usize;
+        self.segs
+            .get(from..)?
+            .iter()
+            .flatten()
+            .find(|s| s.base > base)
+    }
+
     fn list(&self) -> Vec<Arc<Segment>> {
         let mut out: Vec<Arc<Segment>> = Vec::new();
         for s in self.segs.iter().flatten() {
@@ -162,6 +191,16 @@ struct Shared {
     retired_bytes: AtomicU64,
     /// Capacity of the next segment (`segment_size`, changeable while open).
     segment_size: AtomicU64,
+    /// The log copies a primary's (`mirror_*`): retiring a segment appends no Retire record.
+    mirroring: AtomicBool,
+    /// Segments reaching past this address are not retired (replicas still read them).
+    retire_hold: AtomicU64,
+    /// Empty segments a mirror sealed, deleted once settled (the primary has no such file).
+    empties: Mutex<Vec<u64>>,
+    /// Run when the written address advances (replication senders wait on it).
+    written_cbs: RwLock<Vec<DurableCallback>>,
+    /// Wake the flusher on every commit (replicas are tailing: ship bytes at once).
+    eager: AtomicBool,
     _lock: std::fs::File,
 }
 
@@ -217,6 +256,7 @@ impl Pending<'_> {
         self.done = true;
         if self.log.sh.cfg.fsync == FsyncPolicy::Always
             || self.log.sh.flusher_deep.load(Ordering::Relaxed)
+            || self.log.sh.eager.load(Ordering::Relaxed)
         {
             self.log.kick();
         }
@@ -287,8 +327,21 @@ impl Log {
             }
         };
 
-        let next_base = segments.last().map_or(0, |s| s.next_base());
-        let active = Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?);
+        let mut segments = segments;
+        let reopened = if cfg.reopen_tail
+            && let Some(last) = segments.pop()
+        {
+            Some(Arc::new(Segment::reopen(&last, &pin())?))
+        } else {
+            None
+        };
+        let active = match reopened {
+            Some(s) => s,
+            None => {
+                let next_base = segments.last().map_or(0, |s| s.next_base());
+                Arc::new(Segment::create(&cfg.dir, next_base, cfg.segment_size, 0)?)
+            }
+        };
         sync_dir(&cfg.dir).map_err(|e| LogError::io("fsync data directory", &cfg.dir, e))?;
         let mut table = SegTable {
             first_unit: 0,
@@ -298,7 +351,8 @@ impl Log {
             table = table.with(s);
         }
         table = table.with(active.clone());
-        let start = active.base + SEGMENT_HEADER_LEN;
+        let start_off = active.reserved.load(Ordering::Acquire);
+        let start = active.base + start_off;
         let cfg_segment_size = cfg.segment_size;
         let sh = Arc::new(Shared {
             cfg,
@@ -322,12 +376,17 @@ impl Log {
             fsyncs: AtomicU64::new(0),
             retired_bytes: AtomicU64::new(0),
             segment_size: AtomicU64::new(cfg_segment_size),
+            mirroring: AtomicBool::new(false),
+            retire_hold: AtomicU64::new(u64::MAX),
+            empties: Mutex::new(Vec::new()),
+            written_cbs: RwLock::new(Vec::new()),
+            eager: AtomicBool::new(false),
             _lock: lock,
         });
         let sh2 = sh.clone();
         let handle = std::thread::Builder::new()
             .name("segkv-flusher".into())
-            .spawn(move || Flusher::new(sh2, writer, active).run())
+            .spawn(move || Flusher::new(sh2, writer, active, start_off).run())
             .map_err(|e| LogError::io("start flusher thread", &sh.cfg.dir, e))?;
         let _ = sh.flusher.set(handle.thread().clone());
         Ok((
@@ -421,18 +480,35 @@ impl Log {
         len: u64,
         guard: &'g EpochGuard,
     ) -> Result<(&'g Segment, u64), LogError> {
+        let capacity = self
+            .sh
+            .segment_size
+            .load(Ordering::Relaxed)
+            .max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
+        let header = SegmentHeader {
+            base: seg.next_base(),
+            capacity,
+            created_ms: crate::segment::now_ms(),
+        };
+        self.seal_and_start(seg, off, header, len, guard)
+    }
+
+    /// Seals `seg` with its data ending at `off` and installs a new active segment.
+    fn seal_and_start<'g>(
+        &'g self,
+        seg: &'g Segment,
+        off: u64,
+        header: SegmentHeader,
+        len: u64,
+        guard: &'g EpochGuard,
+    ) -> Result<(&'g Segment, u64), LogError> {
         let mem = seg.mem(guard);
         if off < seg.capacity {
             mem.commit_word(off as usize)
                 .store(END_MARK, Ordering::Release);
         }
         seg.data_end.store(off, Ordering::Release);
-        let capacity = self
-            .sh
-            .segment_size
-            .load(Ordering::Relaxed)
-            .max((SEGMENT_HEADER_LEN + len).div_ceil(4096) * 4096);
-        let new = match Segment::create(&self.sh.cfg.dir, seg.next_base(), capacity, len) {
+        let new = match Segment::create_with(&self.sh.cfg.dir, header, len) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 // The writer that found the disk full gets the failure every later one gets.
@@ -750,7 +826,7 @@ impl Log {
             let settled = seg.is_sealed()
                 && !std::ptr::eq(&**self.sh.active.load(&g), &*seg)
                 && self.durable_addr() >= seg.next_base();
-            if !settled {
+            if !settled || seg.next_base() > self.sh.retire_hold.load(Ordering::Acquire) {
                 return Ok(0);
             }
             self.sh.table.replace(t.without(&seg), &g);
@@ -764,12 +840,274 @@ impl Log {
         crate::epoch::flush();
         let file = seg.data_end.load(Ordering::Acquire);
         self.sh.retired_bytes.fetch_add(file, Ordering::Relaxed);
+        if !self.sh.mirroring.load(Ordering::Acquire) {
+            // Replicas tailing the log learn of it here, after the copies that made it
+            // unnecessary.
+            let g = pin();
+            let p = self.append(
+                &RecordSpec {
+                    kind: record::Kind::Retire,
+                    keyspace: 0,
+                    key: &[],
+                    value: &base.to_le_bytes(),
+                    expire_at: None,
+                },
+                &g,
+            )?;
+            // Not counted dead: garbage the cleaner reclaims makes it write one more, so
+            // counting these would keep it cleaning forever (they are 20 bytes per segment
+            // deleted, and go when their own segment is cleaned for its other garbage).
+            p.commit();
+        }
         Ok(file)
+    }
+
+    /// Whether the segment at `base` can be retired now (settled, and no replica still
+    /// reads it).
+    pub fn may_retire(&self, info: &SegmentInfo) -> bool {
+        info.settled && info.next_base <= self.sh.retire_hold.load(Ordering::Acquire)
     }
 
     /// Bytes of segment files deleted by `retire` so far.
     pub fn retired_bytes(&self) -> u64 {
         self.sh.retired_bytes.load(Ordering::Relaxed)
+    }
+
+    // ---- Replication: a primary streams its log, a replica appends the same bytes. ----
+
+    /// Runs `cb(written_addr)` on the flusher thread each time bytes are handed to the OS.
+    pub fn on_written(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
+        self.sh.written_cbs.write().unwrap().push(cb);
+    }
+
+    /// Wake the flusher on every commit, whatever the policy (replicas are tailing the log).
+    pub fn set_eager(&self, on: bool) {
+        self.sh.eager.store(on, Ordering::Relaxed);
+    }
+
+    /// Segments that reach past `addr` are not retired until the hold moves (`u64::MAX`: no
+    /// hold). A primary holds the oldest address a connected replica still has to read.
+    pub fn set_retire_hold(&self, addr: u64) {
+        self.sh.retire_hold.store(addr, Ordering::Release);
+    }
+
+    /// The log copies a primary's: no Retire records of its own.
+    pub fn set_mirroring(&self, on: bool) {
+        self.sh.mirroring.store(on, Ordering::Release);
+    }
+
+    pub fn mirroring(&self) -> bool {
+        self.sh.mirroring.load(Ordering::Acquire)
+    }
+
+    /// Base address of the oldest segment.
+    pub fn first_base(&self) -> u64 {
+        let g = pin();
+        let t = self.sh.table.load(&g);
+        t.segs.iter().flatten().next().map_or(0, |s| s.base)
+    }
+
+    /// Whether a reader of the log could start at `addr`: a segment's start, or a record
+    /// boundary inside one at or below its written data. (Used to accept a partial resync:
+    /// the caller knows `addr` is a boundary of the same history.)
+    pub fn holds_position(&self, addr: u64) -> bool {
+        let g = pin();
+        let t = self.sh.table.load(&g);
+        let written = self.written_addr();
+        match t.get(addr) {
+            Some(seg) => {
+                if addr == seg.base {
+                    return true;
+                }
+                let end = if seg.is_sealed() && written >= seg.base + seg.data_end_now() {
+                    seg.data_end_now()
+                } else {
+                    written.saturating_sub(seg.base)
+                };
+                addr >= seg.base + SEGMENT_HEADER_LEN && addr - seg.base <= end
+            }
+            None => false,
+        }
+    }
+
+    /// Reads the log for a replica from `cursor` (a segment's base, or a record boundary):
+    /// the next segment's header, or up to about `max` bytes of whole records that have been
+    /// handed to the OS (appended to `out`). Returns what was read and where to go on.
+    pub fn read_stream(&self, cursor: u64, max: usize, out: &mut Vec<u8>) -> (Stream, u64) {
+        let g = pin();
+        let t = self.sh.table.load(&g);
+        let written = self.written_addr();
+        let Some(seg) = t.get(cursor) else {
+            return (Stream::Gone, cursor);
+        };
+        if cursor == seg.base {
+            return (
+                Stream::Segment(seg.header(&g)),
+                seg.base + SEGMENT_HEADER_LEN,
+            );
+        }
+        let off = cursor - seg.base;
+        let sealed_end = seg.data_end.load(Ordering::Acquire);
+        let limit = if sealed_end != crate::segment::OPEN && written >= seg.base + sealed_end {
+            sealed_end
+        } else if written > seg.base && written <= seg.base + seg.capacity {
+            written - seg.base
+        } else {
+            // Not a segment the flusher has reached yet.
+            SEGMENT_HEADER_LEN
+        };
+        if off > limit || off < SEGMENT_HEADER_LEN {
+            return (Stream::Gone, cursor);
+        }
+        if off == limit {
+            if sealed_end != crate::segment::OPEN
+                && off == sealed_end
+                && let Some(next) = t.after(seg.base)
+            {
+                return (
+                    Stream::Segment(next.header(&g)),
+                    next.base + SEGMENT_HEADER_LEN,
+                );
+            }
+            return (Stream::Wait, cursor);
+        }
+        // Whole records only: walk the commit words (all done below `limit`).
+        let mem = seg.mem(&g);
+        let mut p = off;
+        while p < limit && (p == off || p - off < max as u64) {
+            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
+            let step = record::pad((w & LEN_MASK) as usize) as u64;
+            if w & DONE == 0 || step == 0 || p + step > limit {
+                break;
+            }
+            p += step;
+        }
+        if p == off {
+            return (Stream::Wait, cursor);
+        }
+        out.extend_from_slice(mem.bytes(off as usize, (p - off) as usize));
+        (Stream::Data(cursor), seg.base + p)
+    }
+
+    /// Base address of the segment that would follow the active one.
+    pub fn active_next_base(&self) -> u64 {
+        self.sh.active.load(&pin()).next_base()
+    }
+
+    /// A replica's copy of its primary's next segment: seals the active segment where its
+    /// data ends (the primary sealed its copy there too) and starts `header`'s segment.
+    pub fn mirror_segment(&self, header: SegmentHeader) -> Result<(), LogError> {
+        if self.sh.failed.load(Ordering::Relaxed) {
+            return Err(self.failure());
+        }
+        let g = pin();
+        let seg: &Segment = self.sh.active.load(&g);
+        if !header.base.is_multiple_of(UNIT)
+            || header.base < seg.next_base()
+            || header.capacity <= SEGMENT_HEADER_LEN
+            || header.capacity > 1 << 40
+        {
+            return Err(LogError::Mirror(format!(
+                "segment at {:#x} (capacity {}) cannot follow the segment at {:#x}",
+                header.base, header.capacity, seg.base
+            )));
+        }
+        let off = seg
+            .reserved
+            .fetch_add(seg.capacity + 1, Ordering::AcqRel)
+            .min(seg.capacity);
+        let empty = off <= SEGMENT_HEADER_LEN;
+        let old_base = seg.base;
+        self.seal_and_start(seg, off, header, 0, &g)?;
+        let mut empties = self.sh.empties.lock().unwrap();
+        if empty {
+            empties.push(old_base);
+        }
+        drop(g);
+        self.retire_empties(&mut empties);
+        Ok(())
+    }
+
+    fn retire_empties(&self, empties: &mut Vec<u64>) {
+        if empties.is_empty() {
+            return;
+        }
+        let settled: Vec<u64> = self
+            .segments()
+            .iter()
+            .filter(|s| s.settled && s.data_bytes == 0 && empties.contains(&s.base))
+            .map(|s| s.base)
+            .collect();
+        for b in settled {
+            if self.retire(b).is_ok() {
+                empties.retain(|&e| e != b);
+            }
+        }
+    }
+
+    /// A replica's copy of records its primary wrote at `addr`: `bytes` are whole records
+    /// (each one's checksum is verified first) that go exactly at this log's tail. They are
+    /// committed as they came (done, or done and invalid).
+    pub fn mirror_append(&self, addr: u64, bytes: &[u8]) -> Result<(), LogError> {
+        if self.sh.failed.load(Ordering::Relaxed) {
+            return Err(self.failure());
+        }
+        let g = pin();
+        let seg: &Segment = self.sh.active.load(&g);
+        let off = seg.reserved.load(Ordering::Acquire);
+        if addr != seg.base + off || off + bytes.len() as u64 > seg.capacity {
+            return Err(LogError::Mirror(format!(
+                "{} bytes at {addr:#x} do not fit at the tail {:#x} of the segment at {:#x}",
+                bytes.len(),
+                seg.base + off,
+                seg.base
+            )));
+        }
+        // Check it all before anything becomes visible.
+        let mut p = 0;
+        while p < bytes.len() {
+            let ok = match record::scan(&bytes[p..]) {
+                Ok(record::Scanned::Record(r, _)) => Some(r.padded_len()),
+                Ok(record::Scanned::Invalid(_)) => {
+                    let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+                    Some(record::pad((w & LEN_MASK) as usize))
+                }
+                Ok(record::Scanned::End) | Err(_) => None,
+            };
+            match ok {
+                Some(len) if p + len <= bytes.len() => p += len,
+                _ => {
+                    return Err(LogError::Mirror(format!(
+                        "damaged or partial record at {:#x}",
+                        addr + p as u64
+                    )));
+                }
+            }
+        }
+        seg.reserved
+            .store(off + bytes.len() as u64, Ordering::Release);
+        let mem = seg.mem(&g);
+        let mut p = 0;
+        while p < bytes.len() {
+            let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+            let len = record::pad((w & LEN_MASK) as usize);
+            if w & INVALID == 0
+                && let Ok(record::Scanned::Record(r, _)) = record::scan(&bytes[p..])
+            {
+                seg.stats.note(r.kind, r.expire_at);
+            } else {
+                seg.stats.dead.fetch_add(len as u64, Ordering::Relaxed);
+            }
+            let at = off as usize + p;
+            mem.write(at + 4, &bytes[p + 4..p + len]);
+            mem.commit_word(at).store(w, Ordering::Release);
+            p += len;
+        }
+        self.sh
+            .appended_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.kick();
+        Ok(())
     }
 
     /// Flushes and syncs everything, then stops the flusher. Called by drop too.
@@ -853,13 +1191,18 @@ const GATHER_QUIET: Duration = Duration::from_micros(30);
 const GATHER_MAX: Duration = Duration::from_micros(300);
 
 impl Flusher {
-    fn new(sh: Arc<Shared>, writer: Box<dyn SegmentWriter>, cur: Arc<Segment>) -> Flusher {
+    fn new(
+        sh: Arc<Shared>,
+        writer: Box<dyn SegmentWriter>,
+        cur: Arc<Segment>,
+        off: u64,
+    ) -> Flusher {
         Flusher {
             sh,
             writer,
             cur,
-            off: SEGMENT_HEADER_LEN,
-            synced: SEGMENT_HEADER_LEN,
+            off,
+            synced: off,
             last_sync: Instant::now(),
             last_batch: 0,
             last_sync_took: Duration::ZERO,
@@ -996,6 +1339,7 @@ impl Flusher {
             }
             self.off = p;
             self.sh.written.store(cur.base + p, Ordering::Release);
+            self.tell_written(cur.base + p);
             if sync {
                 self.last_batch = batch;
                 self.last_sync_took = started.elapsed();
@@ -1015,7 +1359,9 @@ impl Flusher {
     /// The segment's data is all written and synced: truncate the preallocated file to its
     /// data, map it read-only in place of the write buffer, and move on to the next segment.
     fn finish_segment(&mut self, cur: &Arc<Segment>, data_end: u64, g: &EpochGuard) -> bool {
-        let Some(next) = self.sh.table.load(g).get(cur.next_base()).cloned() else {
+        // The next segment: right after this one, or further on (a replica copies a primary
+        // whose log has holes).
+        let Some(next) = self.sh.table.load(g).after(cur.base).cloned() else {
             return false; // the sealer has not installed the next segment yet
         };
         if let Err(e) = cur.file.set_len(data_end) {
@@ -1050,8 +1396,15 @@ impl Flusher {
         self.synced = SEGMENT_HEADER_LEN;
         let start = self.cur.base + SEGMENT_HEADER_LEN;
         self.sh.written.store(start, Ordering::Release);
+        self.tell_written(start);
         self.advance_durable(start);
         true
+    }
+
+    fn tell_written(&self, addr: u64) {
+        for cb in self.sh.written_cbs.read().unwrap().iter() {
+            cb(addr);
+        }
     }
 
     fn advance_durable(&self, addr: u64) {

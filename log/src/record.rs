@@ -26,7 +26,7 @@ pub const MAX_RECORD_LEN: usize = (1 << 30) - 1;
 
 pub(crate) const DONE: u32 = 1 << 31;
 pub(crate) const INVALID: u32 = 1 << 30;
-pub(crate) const LEN_MASK: u32 = (1 << 30) - 1;
+pub const LEN_MASK: u32 = (1 << 30) - 1;
 /// Commit word that ends a segment's data.
 pub(crate) const END_MARK: u32 = DONE;
 
@@ -51,6 +51,10 @@ pub enum Kind {
     /// cleaner writes one in place of the SwapDb records of a segment it reclaims; replay sets
     /// the map to it, and SwapDb records after it apply on top.
     DbMap = 5,
+    /// The segment whose base address is the value (8 bytes, little-endian) was deleted by the
+    /// cleaner. Replay ignores it; a replica tailing the log deletes its copy of the segment
+    /// once this record is durable there.
+    Retire = 6,
 }
 
 impl Kind {
@@ -61,6 +65,7 @@ impl Kind {
             3 => Kind::FlushKeyspace,
             4 => Kind::SwapDb,
             5 => Kind::DbMap,
+            6 => Kind::Retire,
             _ => return None,
         })
     }
@@ -306,6 +311,7 @@ mod tests {
         assert_eq!(Kind::FlushKeyspace as u8, 3);
         assert_eq!(Kind::SwapDb as u8, 4);
         assert_eq!(Kind::DbMap as u8, 5);
+        assert_eq!(Kind::Retire as u8, 6);
         for v in 0..=255u8 {
             if let Some(k) = Kind::from_u8(v) {
                 assert_eq!(k as u8, v);

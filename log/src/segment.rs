@@ -160,6 +160,7 @@ impl SegStats {
             (Kind::Delete, _) => holds::DELETE,
             (Kind::FlushKeyspace, _) => holds::FLUSH,
             (Kind::SwapDb | Kind::DbMap, _) => holds::DB_MAP,
+            (Kind::Retire, _) => 0,
         };
         if f != 0 && self.flags.load(Ordering::Relaxed) & f == 0 {
             self.flags.fetch_or(f, Ordering::Relaxed);
@@ -197,6 +198,21 @@ impl Segment {
         capacity: u64,
         first: u64,
     ) -> Result<Segment, LogError> {
+        let header = SegmentHeader {
+            base,
+            capacity,
+            created_ms: now_ms(),
+        };
+        Self::create_with(dir, header, first)
+    }
+
+    /// As `create`, with every header field given (a replica copies its primary's segments).
+    pub(crate) fn create_with(
+        dir: &Path,
+        header: SegmentHeader,
+        first: u64,
+    ) -> Result<Segment, LogError> {
+        let SegmentHeader { base, capacity, .. } = header;
         let path = dir.join(segment_file_name(base));
         let file = OpenOptions::new()
             .read(true)
@@ -204,12 +220,7 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| LogError::io("create segment", &path, e))?;
-        let header = SegmentHeader {
-            base,
-            capacity,
-            created_ms: now_ms(),
-        }
-        .encode();
+        let header = header.encode();
         // Reserve the blocks up front so a full disk shows up here, not in the middle of a
         // flush, and the file's size does not change with every flush. (The first write to
         // each preallocated block still needs a journal commit on ext4.)
@@ -250,6 +261,58 @@ impl Segment {
             mem: EpochCell::new(mem),
             stats,
         }
+    }
+
+    /// The last segment found at recovery, made active again: its data is copied into a
+    /// write buffer and appends continue after it (a replica resumes the segment its primary
+    /// is still writing).
+    pub(crate) fn reopen(old: &Segment, guard: &EpochGuard) -> Result<Segment, LogError> {
+        let end = old.data_end_now();
+        let mem = SegMem::anon(old.capacity as usize)
+            .map_err(|e| LogError::io("allocate segment buffer", &old.path, e))?;
+        mem.write(0, old.mem(guard).bytes(0, end as usize));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&old.path)
+            .map_err(|e| LogError::io("open segment", &old.path, e))?;
+        allocate(&file, old.capacity)
+            .map_err(|e| LogError::io("allocate segment", &old.path, e))?;
+        let stats = SegStats::new();
+        stats
+            .dead
+            .store(old.stats.dead.load(Ordering::Relaxed), Ordering::Relaxed);
+        stats.min_expiry.store(
+            old.stats.min_expiry.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        stats.max_expiry.store(
+            old.stats.max_expiry.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        stats
+            .flags
+            .store(old.stats.flags.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(Segment {
+            base: old.base,
+            capacity: old.capacity,
+            path: old.path.clone(),
+            file,
+            reserved: AtomicU64::new(end),
+            data_end: AtomicU64::new(OPEN),
+            mem: EpochCell::new(mem),
+            stats,
+        })
+    }
+
+    /// The segment's header fields.
+    pub(crate) fn header(&self, guard: &EpochGuard) -> SegmentHeader {
+        let h = self.mem(guard).bytes(0, SEGMENT_HEADER_LEN as usize);
+        SegmentHeader::decode(h).unwrap_or(SegmentHeader {
+            base: self.base,
+            capacity: self.capacity,
+            created_ms: 0,
+        })
     }
 
     /// How many address units this segment covers.

@@ -32,6 +32,9 @@ COMMANDS = {
     "info": [], "config": ["get", "set", "resetstat", "rewrite", "help"], "time": [],
     "lastsave": [], "save": [], "bgsave": [], "shutdown": [], "function": ["flush"],
     "debug": [],
+    # replication
+    "replicaof": [], "slaveof": [], "role": [], "wait": [], "psync": [], "sync": [],
+    "replconf": [],
 }
 
 

@@ -113,6 +113,37 @@ static DEFS: &[Def] = &[
     def!("maxmemory-eviction-tenacity", Kind::Int(0, 100), "10", true),
     def!("maxmemory-clients", Kind::Mem(0, i64::MAX), "0", true),
     def!("replicaof", "slaveof", Kind::ReplicaOf, "", false),
+    // The backlog is the log on disk a replica still has to read: kept up to this many bytes
+    // behind the tail (a replica further behind is dropped and resyncs). Redis's default is
+    // 1mb of memory; segkv's costs disk only, and a segment alone is 16mb.
+    def!(
+        "repl-backlog-size",
+        Kind::Mem(1 << 20, i64::MAX),
+        "268435456",
+        true
+    ),
+    def!("repl-timeout", Kind::Int(1, I32), "60", true),
+    def!(
+        "repl-ping-replica-period",
+        "repl-ping-slave-period",
+        Kind::Int(1, I32),
+        "10",
+        true
+    ),
+    def!(
+        "min-replicas-to-write",
+        "min-slaves-to-write",
+        Kind::Int(0, I32),
+        "0",
+        true
+    ),
+    def!(
+        "min-replicas-max-lag",
+        "min-slaves-max-lag",
+        Kind::Int(0, I32),
+        "10",
+        true
+    ),
     def!(
         "proto-max-bulk-len",
         Kind::Mem(1024 * 1024, i64::MAX),
@@ -588,6 +619,11 @@ impl Config {
             self.values.insert(n, v);
         }
         Ok(names)
+    }
+
+    /// REPLICAOF changed the primary: `host port`, or empty for none.
+    pub fn set_replicaof(&mut self, value: String) {
+        self.values.insert("replicaof", value);
     }
 
     /// CONFIG REWRITE: rewrites the config file in place, keeping comments and order, updating

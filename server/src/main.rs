@@ -41,9 +41,6 @@ fn main() {
     if cfg.get("daemonize") == "yes" {
         eprintln!("segkv: warning: daemonize is not supported; running in the foreground");
     }
-    if !cfg.get("replicaof").is_empty() {
-        eprintln!("segkv: warning: replication is not implemented yet; replicaof is ignored");
-    }
     if !cfg.get("logfile").is_empty() {
         eprintln!("segkv: warning: logfile is not supported yet; logging to stderr");
     }
@@ -64,6 +61,12 @@ fn main() {
         cfg.get("maxmemory").parse().unwrap_or(0),
     );
     ecfg.recover_corrupt = cfg.get("recover-corrupt") == "yes";
+    let replicaof = cfg
+        .get("replicaof")
+        .split_once(' ')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)));
+    // A replica continues the segment it was copying when it stopped.
+    ecfg.reopen_tail = replicaof.is_some();
     {
         let l = loading.clone();
         ecfg.on_replay = Some(ReplayHook(Arc::new(move |addr| l.replayed(addr))));
@@ -87,7 +90,13 @@ fn main() {
         .get("loading-process-events-interval-bytes")
         .parse()
         .unwrap_or(2 << 20);
-    let srv = Arc::new(Shared::loading(cfg, Some(loading.clone())));
+    let srv = Shared::loading(cfg, Some(loading.clone())).arc();
+    if let Some((h, p)) = replicaof
+        && let Some(host) = srv.host()
+    {
+        eprintln!("segkv: replica of {h}:{p} (replicaof)");
+        srv.repl.replicaof(host, h, p);
+    }
     {
         let s = srv.clone();
         std::thread::Builder::new()
@@ -151,6 +160,7 @@ fn main() {
                 log_recovery(engine.recovery());
                 let w = s.clone();
                 engine.on_durable(Box::new(move |_addr| w.wake_all()));
+                s.repl.attach(&engine);
                 s.set_engine(engine);
                 let c = s.clone();
                 std::thread::Builder::new()

@@ -55,7 +55,8 @@ pub fn segment_size_for(segment_size: u64, maxmemory: u64) -> u64 {
 /// set fits, as Redis does. False means the command must be refused with `OOM_ERR`.
 pub fn make_room(srv: &Shared, e: &Engine) -> bool {
     let max = srv.limits.maxmemory.load(Relaxed);
-    if max == 0 {
+    // A replica's data is its primary's (Redis's replica-ignore-maxmemory): no eviction.
+    if max == 0 || srv.repl.is_replica() {
         return true;
     }
     let (used, mut live) = e.used_memory();
@@ -131,7 +132,9 @@ pub fn run_cleaner(srv: Arc<Shared>) {
         e.set_memory_pressure(max > 0 && used > max - max / HEADROOM);
         srv.note_used_memory(used);
         // Eviction goes on between commands too (Redis's timer proc does the same).
+        let replica = srv.repl.is_replica();
         if max > 0
+            && !replica
             && let Some(policy) = policy_of(srv.limits.evict_policy.load(Relaxed))
         {
             evict(&srv, e, policy, &mut live, Duration::from_millis(2));
@@ -157,7 +160,9 @@ pub fn run_cleaner(srv: Arc<Shared>) {
         // Frees whose readers are gone (retired segments, replaced buffers and index tables).
         segkv_engine::reclaim_memory();
         let every = srv.limits.checkpoint_interval.load(Relaxed);
+        // A replica replays its log at restart (it continues the segment it was copying).
         if every > 0
+            && !replica
             && last_checkpoint.0.elapsed() >= Duration::from_secs(every)
             && e.durable_addr() != last_checkpoint.1
         {

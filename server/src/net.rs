@@ -119,11 +119,11 @@ impl Worker {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self
-                .waiting
-                .iter()
-                .any(|t| self.conns.get(t).is_some_and(|c| c.paused))
-            {
+            let timeout = if self.waiting.iter().any(|t| {
+                self.conns
+                    .get(t)
+                    .is_some_and(|c| c.paused || c.session.wait.is_some())
+            }) {
                 Duration::from_millis(10)
             } else {
                 Duration::from_millis(1000)
@@ -240,6 +240,32 @@ impl Worker {
         self.waiting.remove(&t);
     }
 
+    /// PSYNC: the connection leaves the event loop and becomes a replication link, served by
+    /// threads of its own (blocking I/O on its socket only).
+    fn hand_off(&mut self, t: Token) {
+        let Some(mut c) = self.conns.remove(&t) else {
+            return;
+        };
+        self.waiting.remove(&t);
+        let _ = self.poll.registry().deregister(&mut c.sock);
+        self.srv.clients.lock().unwrap().remove(&c.session.info.id);
+        self.srv.connected.fetch_sub(1, Relaxed);
+        let (id, offset) = c.session.handoff.take().unwrap_or_default();
+        let mut sock: std::net::TcpStream = c.sock.into();
+        if sock.set_nonblocking(false).is_err() {
+            return;
+        }
+        // Replies queued before PSYNC (the handshake's) go first.
+        if c.sent < c.out.len() && io::Write::write_all(&mut sock, &c.out[c.sent..]).is_err() {
+            return;
+        }
+        if let Some(host) = self.srv.host() {
+            self.srv
+                .repl
+                .serve(host, sock, id, offset, c.session.repl_port);
+        }
+    }
+
     /// Makes all the progress possible on one connection.
     fn drive(&mut self, t: Token) {
         let srv = self.srv.clone();
@@ -249,6 +275,14 @@ impl Worker {
             None => Ok(false),
         };
         self.scratch = scratch;
+        if self
+            .conns
+            .get(&t)
+            .is_some_and(|c| c.session.handoff.is_some())
+        {
+            self.hand_off(t);
+            return;
+        }
         match result {
             Err(()) => self.close(t),
             Ok(waiting) => {
@@ -284,6 +318,16 @@ impl<S> Conn<S> {
 fn step<S: Read + Write>(srv: &Shared, c: &mut Conn<S>, scratch: &mut [u8]) -> Result<bool, ()> {
     loop {
         let mut progress = false;
+        if let Some(w) = c.session.wait
+            && let Some(r) = crate::cmd::replication::wait_done(srv, &w)
+        {
+            c.session.wait = None;
+            r.encode(c.session.proto, &mut c.out);
+            progress = true;
+        }
+        if c.session.handoff.is_some() {
+            return Ok(false);
+        }
         if let Some((_, need)) = c.held
             && srv.engine.durable_addr() >= need
         {
@@ -329,7 +373,7 @@ fn step<S: Read + Write>(srv: &Shared, c: &mut Conn<S>, scratch: &mut [u8]) -> R
                 c.paused = false;
             }
             // Run what is buffered, then read more.
-            if !c.paused && !c.rbuf.is_empty() {
+            if !c.paused && c.session.wait.is_none() && !c.rbuf.is_empty() {
                 let mut rbuf = std::mem::take(&mut c.rbuf);
                 let (in_before, out_before) = (rbuf.len(), c.out.len());
                 run_commands(srv, c, &rbuf)?;
@@ -388,7 +432,7 @@ fn step<S: Read + Write>(srv: &Shared, c: &mut Conn<S>, scratch: &mut [u8]) -> R
             .obl
             .store((c.out.len() - c.sent) as u64, Relaxed);
         if !progress {
-            return Ok(c.held.is_some() || c.paused);
+            return Ok(c.held.is_some() || c.paused || c.session.wait.is_some());
         }
     }
 }
@@ -431,7 +475,11 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
     // One shared-counter update per batch instead of per command.
     let mut ran = Ran(0, &srv.stats.commands_processed);
     loop {
-        if c.out.len() - c.sent > OUT_HIGH || c.closing {
+        if c.out.len() - c.sent > OUT_HIGH
+            || c.closing
+            || c.session.wait.is_some()
+            || c.session.handoff.is_some()
+        {
             return Ok(());
         }
         match c.parser.next(buf, max_bulk) {
@@ -541,8 +589,11 @@ pub fn shutdown_now(srv: &Shared) -> ! {
         eprintln!("segkv: sync at shutdown failed: {e}");
         std::process::exit(1);
     }
-    // The next start loads the index instead of replaying the log.
-    crate::memory::write_checkpoint(engine, "at shutdown");
+    // The next start loads the index instead of replaying the log (a replica's replays it:
+    // it continues the segment it was copying).
+    if !srv.repl.is_replica() {
+        crate::memory::write_checkpoint(engine, "at shutdown");
+    }
     eprintln!("segkv: bye");
     std::process::exit(0);
 }

@@ -7,10 +7,11 @@ use std::path::Path;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed,
 };
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use segkv_engine::{Engine, FsyncPolicy};
+use segkv_replicate::{Host, Replication};
 
 use crate::cmd::Table;
 use crate::config::{Config, OutputLimits};
@@ -36,6 +37,10 @@ pub struct Limits {
     pub eviction_tenacity: AtomicU64,
     /// `checkpoint-interval` in seconds (0: only at shutdown).
     pub checkpoint_interval: AtomicU64,
+    /// `replica-read-only`, `min-replicas-to-write`, `min-replicas-max-lag`.
+    pub replica_read_only: AtomicBool,
+    pub min_replicas_to_write: AtomicU64,
+    pub min_replicas_max_lag: AtomicU64,
 }
 
 /// Counters for INFO stats.
@@ -370,6 +375,20 @@ pub struct Shared {
     pub config_file: String,
     /// Largest `used_memory` seen (INFO's used_memory_peak).
     pub used_memory_peak: AtomicU64,
+    /// Replication: role, attached replicas, the link to the primary.
+    pub repl: Arc<Replication>,
+    /// This `Shared` itself, for threads that replication starts (set by `Shared::arc`).
+    me: OnceLock<Weak<Shared>>,
+}
+
+impl Host for Shared {
+    fn engine(&self) -> Option<&Engine> {
+        self.engine.loaded()
+    }
+
+    fn acked(&self) {
+        self.wake_all();
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -419,6 +438,7 @@ impl Shared {
         let limits = Limits::default();
         let appendfsync = config.appendfsync();
         let tcp_port = config.port();
+        let repl = Replication::open(config.dir(), config.port());
         let config_file = config
             .file
             .as_ref()
@@ -450,9 +470,24 @@ impl Shared {
                 .unwrap_or_default(),
             config_file,
             used_memory_peak: AtomicU64::new(0),
+            repl,
+            me: OnceLock::new(),
         };
         s.refresh_limits();
         s
+    }
+
+    /// Shares it, so that replication threads can reach it.
+    pub fn arc(self) -> Arc<Shared> {
+        let a = Arc::new(self);
+        let _ = a.me.set(Arc::downgrade(&a));
+        a
+    }
+
+    /// This server as replication's host (None for a `Shared` not made by `arc`).
+    pub fn host(&self) -> Option<Arc<dyn Host>> {
+        let me = self.me.get()?.upgrade()?;
+        Some(me)
     }
 
     /// Ends loading: from now on every command runs.
@@ -503,6 +538,20 @@ impl Shared {
         self.limits
             .checkpoint_interval
             .store(num("checkpoint-interval"), Relaxed);
+        self.limits
+            .replica_read_only
+            .store(c.get("replica-read-only") == "yes", Relaxed);
+        self.limits
+            .min_replicas_to_write
+            .store(num("min-replicas-to-write"), Relaxed);
+        self.limits
+            .min_replicas_max_lag
+            .store(num("min-replicas-max-lag"), Relaxed);
+        let rs = &self.repl.settings;
+        rs.backlog_size.store(num("repl-backlog-size"), Relaxed);
+        rs.timeout_s.store(num("repl-timeout"), Relaxed);
+        rs.ping_period_s
+            .store(num("repl-ping-replica-period"), Relaxed);
         drop(c);
         if let Some(e) = self.engine.loaded() {
             crate::memory::apply(self, e);
@@ -560,6 +609,21 @@ pub struct Session {
     pub local: bool,
     /// CLIENT NO-TOUCH: commands do not count as accesses (no effect until access times exist).
     pub no_touch: bool,
+    /// REPLCONF listening-port: the port a replica on this connection listens on.
+    pub repl_port: u16,
+    /// PSYNC: the connection is handed to replication (replication id, offset).
+    pub handoff: Option<(String, i64)>,
+    /// WAIT: blocked until enough replicas acknowledge.
+    pub wait: Option<WaitFor>,
+}
+
+/// A client blocked in WAIT.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitFor {
+    pub replicas: usize,
+    /// History offset every counted replica must have acknowledged.
+    pub offset: u64,
+    pub deadline: Option<Instant>,
 }
 
 /// CLIENT REPLY state.
@@ -583,6 +647,9 @@ impl Session {
             reply: ReplyMode::On,
             close_after_reply: false,
             local,
+            repl_port: 0,
+            handoff: None,
+            wait: None,
         }
     }
 }

@@ -114,6 +114,7 @@ impl Replay {
                                     r.db_map.swap(*a as usize, *b as usize);
                                 }
                             }
+                            Kind::Retire => {}
                             Kind::DbMap => {
                                 if view.value.len() == MAX_DATABASES
                                     && view.value.iter().all(|&k| (k as usize) < MAX_DATABASES)

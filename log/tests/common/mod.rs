@@ -24,6 +24,7 @@ pub fn cfg(dir: &Path, writer: WriterKind, seg: u64, fsync: FsyncPolicy) -> LogC
         writer,
         recover_corrupt: false,
         replay_from: 0,
+        reopen_tail: false,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod expire;
 pub mod keyspace;
 pub mod meta;
 pub mod meta_types;
+pub mod replication;
 pub mod server;
 pub mod string;
 
@@ -169,6 +170,12 @@ fn handler_for(name: &str) -> Option<Handler> {
         "shutdown" => v::shutdown,
         "function|flush" => v::function_flush,
         "debug" => v::debug,
+        "replicaof" | "slaveof" => replication::replicaof,
+        "role" => replication::role,
+        "wait" => replication::wait,
+        "psync" => replication::psync,
+        "sync" => replication::sync,
+        "replconf" => replication::replconf,
         n if n.ends_with("|help") => help,
         _ => return None,
     })
@@ -346,6 +353,12 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &[&[u8]]) -> (Reply, Outcome) {
     if cmd.flags & DENYOOM != 0 && !crate::memory::make_room(srv, &srv.engine) {
         cmd.stats.rejected.fetch_add(1, Relaxed);
         return (Reply::err(crate::memory::OOM_ERR), out);
+    }
+    if cmd.flags & WRITE != 0
+        && let Some(refusal) = replication::refuse_write(srv)
+    {
+        cmd.stats.rejected.fetch_add(1, Relaxed);
+        return (refusal, out);
     }
     ctx.s.info.last_cmd.store(cmd.id, Relaxed);
     let start = Instant::now();

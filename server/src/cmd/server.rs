@@ -397,6 +397,16 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             "rejected_connections:{}",
             s.rejected_connections.load(Relaxed)
         );
+        // Counted on the primary side, as Redis does.
+        line!("sync_full:{}", srv.repl.full_syncs.load(Relaxed));
+        line!(
+            "sync_partial_ok:{}",
+            srv.repl.partial_syncs_ok.load(Relaxed)
+        );
+        line!(
+            "sync_partial_err:{}",
+            srv.repl.partial_syncs_err.load(Relaxed)
+        );
         line!("expired_keys:{}", stats.expired_keys);
         line!(
             "evicted_keys:{}",
@@ -449,17 +459,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     }
     if want("replication", true) {
         section(&mut out, "Replication");
-        line!("role:master");
-        line!("connected_slaves:0");
-        line!("master_failover_state:no-failover");
-        line!("master_replid:{}", srv.run_id);
-        line!("master_replid2:0000000000000000000000000000000000000000");
-        line!("master_repl_offset:{}", stats.tail_addr);
-        line!("second_repl_offset:-1");
-        line!("repl_backlog_active:0");
-        line!("repl_backlog_size:1048576");
-        line!("repl_backlog_first_byte_offset:0");
-        line!("repl_backlog_histlen:0");
+        super::replication::info_lines(srv, &mut out);
     }
     if want("cpu", true) {
         section(&mut out, "CPU");

@@ -1,0 +1,268 @@
+//! The primary's side: one sender thread per replica streams the log from the replica's
+//! position, and one reader thread takes its acknowledgements. Both block on their own
+//! socket only: a slow replica slows its own threads, never the event loops, and the sender
+//! holds at most one chunk in memory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use segkv_engine::Engine;
+use segkv_log::Stream;
+
+use crate::proto::Frame;
+use crate::{Host, Link, Replication, unix_ms};
+
+/// Bytes gathered per socket write.
+const CHUNK: usize = 1 << 20;
+
+pub(crate) fn serve(
+    repl: Arc<Replication>,
+    host: Arc<dyn Host>,
+    mut sock: TcpStream,
+    replid: String,
+    offset: i64,
+    port: u16,
+) {
+    let Some(engine) = host.engine() else {
+        let _ = sock.write_all(b"-LOADING Redis is loading the dataset in memory\r\n");
+        return;
+    };
+    if repl.is_replica() {
+        let _ = sock.write_all(b"-NOMASTERLINK this segkv node is a replica: it does not serve replicas of its own\r\n");
+        return;
+    }
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_write_timeout(Some(repl.timeout()));
+    let Ok(clone) = sock.try_clone() else {
+        return;
+    };
+    let link = Arc::new(Link {
+        id: repl.next_link_id.fetch_add(1, Ordering::Relaxed),
+        ip: sock
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        port,
+        sent: AtomicU64::new(0),
+        ack: AtomicU64::new(0),
+        last_ack_ms: AtomicU64::new(unix_ms()),
+        online: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        // Nothing is retired while the start is chosen.
+        hold: AtomicU64::new(0),
+        sock: clone,
+    });
+    let log = engine.log();
+    repl.links.lock().unwrap().push(link.clone());
+    repl.nlinks.fetch_add(1, Ordering::AcqRel);
+    log.set_eager(true);
+    repl.update_hold(engine);
+
+    let st = repl.state();
+    let delta = st.delta;
+    let same = offset >= 0
+        && (replid == st.replid || (replid == st.replid2 && offset <= st.second_offset));
+    let local = u64::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(delta));
+    let (cursor, full) = match local {
+        Some(l) if same && log.holds_position(l) => (l, false),
+        _ => (first_segment(engine, delta), true),
+    };
+    link.hold.store(cursor, Ordering::Release);
+    link.sent.store(cursor - delta, Ordering::Release);
+    repl.update_hold(engine);
+    let line = if full {
+        repl.full_syncs.fetch_add(1, Ordering::Relaxed);
+        if offset >= 0 {
+            repl.partial_syncs_err.fetch_add(1, Ordering::Relaxed);
+        }
+        format!("+FULLRESYNC {} {}\r\n", st.replid, cursor - delta)
+    } else {
+        repl.partial_syncs_ok.fetch_add(1, Ordering::Relaxed);
+        link.ack.store(offset as u64, Ordering::Release);
+        format!("+CONTINUE {}\r\n", st.replid)
+    };
+    eprintln!(
+        "segkv: replica {}:{} asked for {replid} offset {offset}: {}",
+        link.ip,
+        port,
+        if full {
+            "full resync"
+        } else {
+            "partial resync accepted"
+        }
+    );
+    if sock.write_all(line.as_bytes()).is_ok() {
+        let reader = {
+            let (repl, host, link) = (repl.clone(), host.clone(), link.clone());
+            let rs = sock.try_clone();
+            std::thread::Builder::new()
+                .name("segkv-repl-ack".into())
+                .spawn(move || {
+                    if let Ok(rs) = rs {
+                        read_acks(&repl, &*host, &link, rs)
+                    }
+                })
+        };
+        if let Err(e) = stream(&repl, engine, &link, &mut sock, cursor, delta, full) {
+            eprintln!("segkv: replica {}:{} dropped: {e}", link.ip, port);
+        }
+        link.stop();
+        if let Ok(r) = reader {
+            let _ = r.join();
+        }
+    }
+    repl.links
+        .lock()
+        .unwrap()
+        .retain(|l| !Arc::ptr_eq(l, &link));
+    if repl.nlinks.fetch_sub(1, Ordering::AcqRel) == 1 {
+        log.set_eager(false);
+    }
+    repl.update_hold(engine);
+}
+
+/// Where a full resync starts: the oldest segment of this node's history.
+fn first_segment(engine: &Engine, delta: u64) -> u64 {
+    engine
+        .log()
+        .segments()
+        .iter()
+        .find(|s| s.base >= delta)
+        .map_or(delta, |s| s.base)
+}
+
+fn stream(
+    repl: &Replication,
+    engine: &Engine,
+    link: &Link,
+    sock: &mut TcpStream,
+    mut cursor: u64,
+    delta: u64,
+    full: bool,
+) -> Result<(), String> {
+    let log = engine.log();
+    let mut out = Vec::with_capacity(CHUNK + 64);
+    let mut data = Vec::with_capacity(CHUNK);
+    let mut caught_up = !full;
+    if caught_up {
+        link.online.store(true, Ordering::Release);
+    }
+    let mut last_send = Instant::now();
+    let mut getack_seen = repl.getack.load(Ordering::Acquire);
+    loop {
+        if link.stop.load(Ordering::Acquire) {
+            return Err("the connection was closed".into());
+        }
+        out.clear();
+        let before = cursor;
+        while out.len() < CHUNK {
+            data.clear();
+            match log.read_stream(cursor, CHUNK - out.len(), &mut data) {
+                (Stream::Segment(mut h), next) => {
+                    h.base -= delta;
+                    Frame::Segment(h).encode(&mut out);
+                    cursor = next;
+                }
+                (Stream::Data(addr), next) => {
+                    Frame::Data {
+                        addr: addr - delta,
+                        bytes: &data,
+                    }
+                    .encode(&mut out);
+                    cursor = next;
+                }
+                (Stream::Wait, _) => {
+                    if !caught_up {
+                        caught_up = true;
+                        Frame::CaughtUp.encode(&mut out);
+                        link.online.store(true, Ordering::Release);
+                    }
+                    break;
+                }
+                (Stream::Gone, _) => {
+                    return Err(format!(
+                        "the log at {:#x} it still needed was deleted",
+                        cursor - delta
+                    ));
+                }
+            }
+        }
+        let ga = repl.getack.load(Ordering::Acquire);
+        if ga != getack_seen {
+            getack_seen = ga;
+            Frame::GetAck.encode(&mut out);
+        }
+        if out.is_empty() && last_send.elapsed() >= Duration::from_secs(1) {
+            Frame::Ping {
+                offset: repl.offset(engine),
+            }
+            .encode(&mut out);
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
+            last_send = Instant::now();
+        }
+        if cursor != before {
+            link.sent.store(cursor - delta, Ordering::Release);
+            link.hold.store(cursor, Ordering::Release);
+            repl.update_hold(engine);
+            continue;
+        }
+        let behind = log.written_addr().saturating_sub(cursor);
+        let limit = repl.settings.backlog_size.load(Ordering::Relaxed);
+        if caught_up && behind > limit {
+            return Err(format!(
+                "{behind} bytes behind, past repl-backlog-size {limit}: it resyncs"
+            ));
+        }
+        let g = repl.written_mx.lock().unwrap();
+        if log.written_addr() <= cursor && repl.getack.load(Ordering::Acquire) == getack_seen {
+            drop(
+                repl.written_cv
+                    .wait_timeout(g, Duration::from_millis(100))
+                    .unwrap(),
+            );
+        }
+    }
+}
+
+fn read_acks(repl: &Replication, host: &dyn Host, link: &Link, mut sock: TcpStream) {
+    let _ = sock.set_read_timeout(Some(repl.timeout()));
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = match sock.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&tmp[..n]);
+        let mut at = 0;
+        loop {
+            match Frame::decode(&buf[at..]) {
+                Ok(Some((f, len))) => {
+                    if let Frame::Ack { durable, .. } = f {
+                        link.ack.fetch_max(durable, Ordering::AcqRel);
+                        link.last_ack_ms.store(unix_ms(), Ordering::Relaxed);
+                        host.acked();
+                    }
+                    at += len;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    link.stop();
+                    return;
+                }
+            }
+        }
+        buf.drain(..at);
+    }
+    link.stop();
+    // Wake the sender so it notices.
+    let _g = repl.written_mx.lock().unwrap();
+    repl.written_cv.notify_all();
+}

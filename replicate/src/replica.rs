@@ -1,0 +1,369 @@
+//! The replica's side: connect, handshake, then append what the primary streams to this
+//! node's log and apply it to the index; a second thread acknowledges what is durable.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use segkv_engine::Engine;
+use segkv_log::Kind;
+use segkv_log::record::{self, Scanned};
+
+use crate::proto::Frame;
+use crate::state::{NO_ID, State};
+use crate::{Host, Replication, unix_ms};
+
+pub(crate) fn run(
+    repl: Arc<Replication>,
+    host: Arc<dyn Host>,
+    h: String,
+    port: u16,
+    generation: u64,
+) {
+    let current = |r: &Replication| r.generation.load(Ordering::Acquire) == generation;
+    let mut need_full = false;
+    let mut reported = String::new();
+    while current(&repl) {
+        let Some(engine) = host.engine() else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        eprintln!("segkv: connecting to primary {h}:{port}");
+        if let Err(e) = session(&repl, &host, engine, &h, port, generation, &mut need_full)
+            && current(&repl)
+            && e != reported
+        {
+            eprintln!("segkv: replication from {h}:{port}: {e}");
+            reported = e;
+        }
+        repl.link_up.store(false, Ordering::Release);
+        for _ in 0..10 {
+            if !current(&repl) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Sends a command as RESP and reads the one-line reply.
+fn command(sock: &mut TcpStream, args: &[&str]) -> Result<String, String> {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    io("send", sock.write_all(out.as_bytes()))?;
+    read_line(sock)
+}
+
+/// One CRLF-terminated line, read a byte at a time (the stream that follows is not ours to
+/// buffer).
+fn read_line(sock: &mut TcpStream) -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match sock.read(&mut b) {
+            Ok(0) => return Err("the primary closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if b[0] == b'\n' {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        line.push(b[0]);
+        if line.len() > 4096 {
+            return Err("reply line too long".into());
+        }
+    }
+}
+
+fn expect_ok(line: String, what: &str) -> Result<(), String> {
+    if line.starts_with('+') {
+        Ok(())
+    } else {
+        Err(format!("{what}: the primary replied {line}"))
+    }
+}
+
+fn session(
+    repl: &Arc<Replication>,
+    host: &Arc<dyn Host>,
+    engine: &Engine,
+    h: &str,
+    port: u16,
+    generation: u64,
+    need_full: &mut bool,
+) -> Result<(), String> {
+    let addr = io("resolve", (h, port).to_socket_addrs())?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {h}"))?;
+    let mut sock = io(
+        "connect",
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+    )?;
+    let _ = sock.set_nodelay(true);
+    *repl.replica_sock.lock().unwrap() = Some(io("socket", sock.try_clone())?);
+    if repl.generation.load(Ordering::Acquire) != generation {
+        return Ok(());
+    }
+    io("socket", sock.set_read_timeout(Some(repl.timeout())))?;
+    expect_ok(command(&mut sock, &["PING"])?, "PING")?;
+    let lp = repl.listening_port.to_string();
+    expect_ok(
+        command(&mut sock, &["REPLCONF", "listening-port", &lp])?,
+        "REPLCONF",
+    )?;
+    expect_ok(
+        command(&mut sock, &["REPLCONF", "capa", "segkv"])?,
+        "REPLCONF",
+    )?;
+    let st = repl.state();
+    let offset = repl.offset(engine);
+    let (id, off) = if st.synced && !*need_full {
+        (st.replid.clone(), offset.to_string())
+    } else {
+        ("?".to_string(), "-1".to_string())
+    };
+    let line = command(&mut sock, &["PSYNC", &id, &off])?;
+    if let Some(rest) = line.strip_prefix("+FULLRESYNC ") {
+        let mut it = rest.split(' ');
+        let (Some(replid), Some(first)) =
+            (it.next(), it.next().and_then(|f| f.parse::<u64>().ok()))
+        else {
+            return Err(format!("bad reply to PSYNC: {line}"));
+        };
+        eprintln!("segkv: full resync from {h}:{port} (history {replid}) starting");
+        repl.sync_in_progress.store(true, Ordering::Release);
+        engine
+            .mirror_reset()
+            .map_err(|e| format!("reset before a full resync: {e}"))?;
+        // Place the primary's segments past everything this log ever had, so its addresses
+        // keep growing.
+        let delta = engine.log().active_next_base().saturating_sub(first);
+        repl.save_state(State {
+            replid: replid.to_string(),
+            replid2: NO_ID.into(),
+            second_offset: -1,
+            delta,
+            synced: false,
+        });
+    } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
+        let id = rest.trim();
+        if !id.is_empty() && id != st.replid {
+            // The primary's history took a new id (it was promoted): ours goes on as that one,
+            // and the old id is kept as where it came from.
+            let mut s = st.clone();
+            s.replid2 = std::mem::replace(&mut s.replid, id.to_string());
+            s.second_offset = offset as i64;
+            repl.save_state(s);
+        }
+        eprintln!("segkv: partial resync from {h}:{port} at offset {offset}");
+    } else {
+        return Err(format!("PSYNC: the primary replied {line}"));
+    }
+    *need_full = false;
+    engine.log().set_mirroring(true);
+    repl.link_up.store(true, Ordering::Release);
+    repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acker = {
+        let (repl, host, stop) = (repl.clone(), host.clone(), stop.clone());
+        let ack_sock = io("socket", sock.try_clone())?;
+        std::thread::Builder::new()
+            .name("segkv-repl-ack".into())
+            .spawn(move || acknowledge(&repl, &*host, ack_sock, generation, &stop))
+    };
+    let r = receive(repl, engine, &mut sock, generation, need_full);
+    stop.store(true, Ordering::Release);
+    repl.ack_soon(false);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    if let Ok(a) = acker {
+        let _ = a.join();
+    }
+    r
+}
+
+/// Reads frames until the link breaks or REPLICAOF changes; applies them in order.
+fn receive(
+    repl: &Replication,
+    engine: &Engine,
+    sock: &mut TcpStream,
+    generation: u64,
+    need_full: &mut bool,
+) -> Result<(), String> {
+    io(
+        "socket",
+        sock.set_read_timeout(Some(Duration::from_millis(100))),
+    )?;
+    let delta = repl.delta();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut tmp = vec![0u8; 1 << 20];
+    let mut last = Instant::now();
+    loop {
+        if repl.generation.load(Ordering::Acquire) != generation {
+            return Ok(());
+        }
+        match sock.read(&mut tmp) {
+            Ok(0) => return Err("the primary closed the connection".into()),
+            Ok(n) => {
+                buf.extend_from_slice(&tmp[..n]);
+                last = Instant::now();
+                repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if last.elapsed() > repl.timeout() {
+                    return Err("timeout: nothing from the primary for repl-timeout".into());
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        let _applying = repl.apply_lock.lock().unwrap();
+        if repl.generation.load(Ordering::Acquire) != generation {
+            return Ok(());
+        }
+        let mut at = 0;
+        loop {
+            match Frame::decode(&buf[at..]) {
+                Ok(Some((f, len))) => {
+                    if let Err(e) = apply(repl, engine, f, delta) {
+                        *need_full = true;
+                        return Err(e);
+                    }
+                    at += len;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    *need_full = true;
+                    return Err(format!("bad frame from the primary: {e}"));
+                }
+            }
+        }
+        buf.drain(..at);
+    }
+}
+
+fn apply(repl: &Replication, engine: &Engine, f: Frame<'_>, delta: u64) -> Result<(), String> {
+    let log = engine.log();
+    match f {
+        Frame::Segment(mut h) => {
+            h.base = h
+                .base
+                .checked_add(delta)
+                .ok_or("segment address overflow")?;
+            log.mirror_segment(h).map_err(|e| e.to_string())
+        }
+        Frame::Data { addr, bytes } => {
+            let local = addr.checked_add(delta).ok_or("address overflow")?;
+            log.mirror_append(local, bytes).map_err(|e| e.to_string())?;
+            let mut p = 0;
+            while p < bytes.len() {
+                match record::scan(&bytes[p..]) {
+                    Ok(Scanned::Record(r, _)) => {
+                        let len = r.padded_len();
+                        if r.kind == Kind::Retire {
+                            if let Ok(b) = <[u8; 8]>::try_from(r.value) {
+                                let base = u64::from_le_bytes(b).saturating_add(delta);
+                                engine
+                                    .mirror_retire(base, local + (p + len) as u64)
+                                    .map_err(|e| e.to_string())?;
+                            }
+                        } else {
+                            engine
+                                .apply_mirrored(local + p as u64, &r)
+                                .map_err(|e| e.to_string())?;
+                        }
+                        p += len;
+                    }
+                    Ok(Scanned::Invalid(_)) => {
+                        let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+                        p += record::pad((w & record::LEN_MASK) as usize);
+                    }
+                    // mirror_append checked every record.
+                    _ => return Err(format!("damaged record at {:#x}", local + p as u64)),
+                }
+            }
+            Ok(())
+        }
+        Frame::CaughtUp => {
+            if repl.sync_in_progress.swap(false, Ordering::AcqRel) {
+                let mut s = repl.state();
+                s.synced = true;
+                repl.save_state(s);
+                eprintln!("segkv: full resync done: this replica holds its primary's data set");
+            }
+            Ok(())
+        }
+        Frame::Ping { offset } => {
+            repl.primary_offset.store(offset, Ordering::Relaxed);
+            Ok(())
+        }
+        Frame::GetAck => {
+            repl.ack_soon(true);
+            Ok(())
+        }
+        Frame::Ack { .. } => Ok(()),
+    }
+}
+
+/// Acknowledges the durable offset: when the log syncs, when the primary asks (after a
+/// sync), and at least once a second.
+fn acknowledge(
+    repl: &Replication,
+    host: &dyn Host,
+    mut sock: TcpStream,
+    generation: u64,
+    stop: &AtomicBool,
+) {
+    let _ = sock.set_write_timeout(Some(repl.timeout()));
+    let mut out = Vec::new();
+    loop {
+        let sync = {
+            let mut g = repl.ack_mx.lock().unwrap();
+            if !*g {
+                g = repl
+                    .ack_cv
+                    .wait_timeout(g, Duration::from_secs(1))
+                    .unwrap()
+                    .0;
+            }
+            std::mem::take(&mut *g)
+        };
+        if stop.load(Ordering::Acquire) || repl.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let Some(engine) = host.engine() else {
+            continue;
+        };
+        if sync {
+            let _ = engine.sync();
+        }
+        let delta = repl.delta();
+        out.clear();
+        Frame::Ack {
+            durable: engine.durable_addr().saturating_sub(delta),
+            received: engine.tail_addr().saturating_sub(delta),
+        }
+        .encode(&mut out);
+        if sock.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
