@@ -24,7 +24,9 @@ mod sync;
 
 pub use api::*;
 #[cfg(not(shuttle))]
-pub use store::{CheckpointInfo, CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo};
+pub use store::{
+    BulkLoad, CheckpointInfo, CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo,
+};
 
 /// Runs the deferred frees whose readers are gone (segments, write buffers, index tables):
 /// call from a background thread now and then, so memory returns to the OS promptly.

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use segkv_log::epoch::pin;
 use segkv_log::{Kind, RecordView};
 
-use super::{Engine, MAX_DATABASES, Plan, checkpoint, clean};
+use super::{Engine, MAX_DATABASES, Plan, Replay, checkpoint, clean};
 use crate::api::EngineError;
+use crate::index::{Index, Table};
 
 impl Engine {
     /// Applies a record that is already in this log at `addr` (copied from the primary).
@@ -81,30 +82,95 @@ impl Engine {
         }
     }
 
-    /// Starts a full resynchronization: every key is forgotten and every segment deleted, so
-    /// the primary's segments can be copied in from scratch. The log keeps its (empty) active
-    /// segment until the first copied segment seals it.
-    pub fn mirror_reset(&self) -> Result<(), EngineError> {
+    /// Starts a full resynchronization. The data set served until it is complete is the one
+    /// this node had (Redis's replica-serve-stale-data): the primary's segments are copied in
+    /// after this log's (at higher addresses), their records gathered as a replay gathers
+    /// them, and [`Engine::mirror_finish`] swaps the indexes and deletes the old segments.
+    pub fn mirror_reset(&self) -> Result<BulkLoad, EngineError> {
         self.log.set_mirroring(true);
-        {
-            let _closed = self.gate.close();
-            let g = pin();
-            for ks in 0..MAX_DATABASES {
-                self.fresh_index(ks, &g);
-            }
-            for (d, m) in self.db_map.iter().enumerate() {
-                m.store(d as u8, Ordering::Release);
-            }
-            self.cleaner.cursor.lock().unwrap().segment = None;
-        }
+        self.cleaner.cursor.lock().unwrap().segment = None;
         checkpoint::discard(&self.cfg.dir);
         self.log.roll()?;
-        self.log.sync()?;
-        for s in self.log.segments() {
-            if !s.active {
-                self.log.retire(s.base)?;
+        let old = self
+            .log
+            .segments()
+            .iter()
+            .filter(|s| !s.active)
+            .map(|s| s.base)
+            .collect();
+        Ok(BulkLoad {
+            replay: Replay::new(std::array::from_fn(|i| i as u8)),
+            old,
+            retires: Vec::new(),
+        })
+    }
+
+    /// The full resynchronization's copy is complete: the index built from the copied records
+    /// replaces the old one at once, and the old segments go.
+    pub fn mirror_finish(&self, bulk: BulkLoad) -> Result<(), EngineError> {
+        let BulkLoad {
+            replay,
+            old,
+            retires,
+        } = bulk;
+        let g = pin();
+        // Built aside (the old index still serves reads meanwhile), swapped in at once.
+        let mut built = Vec::with_capacity(MAX_DATABASES);
+        for recs in replay.tables {
+            built.push(if recs.is_empty() {
+                Index::new(Table::for_keys(0))
+            } else {
+                self.build_index(recs, None, &g).0
+            });
+        }
+        {
+            let _closed = self.gate.close();
+            for (ks, index) in built.into_iter().enumerate() {
+                self.keyspaces[ks].index.replace(index, &g);
+            }
+            for (d, &k) in replay.db_map.iter().enumerate() {
+                self.db_map[d].store(k, Ordering::Release);
             }
         }
+        drop(g);
+        segkv_log::epoch::flush();
+        // Nothing points into the old segments any more; the copy is durable before they go.
+        self.log.sync()?;
+        for base in old {
+            self.log.retire(base)?;
+        }
+        for (base, upto) in retires {
+            self.mirror_retire(base, upto)?;
+        }
         Ok(())
+    }
+}
+
+/// A full resynchronization under way: the copied records, gathered as a replay does.
+pub struct BulkLoad {
+    replay: Replay,
+    /// This log's segments from before it.
+    old: Vec<u64>,
+    /// Retire records copied meanwhile (local base, end of the record), applied at the end.
+    retires: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Debug for BulkLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkLoad").field("old", &self.old).finish()
+    }
+}
+
+impl BulkLoad {
+    /// One copied record at (local) `addr`; `delta` turns a Retire record's base local.
+    pub fn visit(&mut self, addr: u64, rec: &RecordView<'_>, delta: u64, now: u64) {
+        if rec.kind == Kind::Retire {
+            if let Ok(b) = <[u8; 8]>::try_from(rec.value) {
+                let base = u64::from_le_bytes(b).saturating_add(delta);
+                self.retires.push((base, addr + rec.padded_len() as u64));
+            }
+        } else {
+            self.replay.visit(addr, rec, now);
+        }
     }
 }

@@ -21,6 +21,7 @@ mod clean;
 mod mirror;
 pub use access::EvictPolicy;
 pub use clean::CleanerStats;
+pub use mirror::BulkLoad;
 
 /// Keyspaces are fixed ids stored in records; databases map onto them (SWAPDB swaps the map).
 pub const MAX_DATABASES: usize = 16;
@@ -93,6 +94,49 @@ struct Replay {
     flushed: [bool; MAX_DATABASES],
 }
 
+impl Replay {
+    fn new(db_map: [u8; MAX_DATABASES]) -> Replay {
+        Replay {
+            tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
+            db_map,
+            flushed: [false; MAX_DATABASES],
+        }
+    }
+
+    /// Pass 1: one record, in address order.
+    fn visit(&mut self, addr: u64, rec: &RecordView<'_>, now: u64) {
+        let ks = rec.keyspace as usize;
+        match rec.kind {
+            Kind::Put | Kind::Delete if ks < MAX_DATABASES => {
+                let dead = rec.kind == Kind::Delete || rec.expired(now);
+                self.tables[ks].push(ReplayRec::new(
+                    hash(rec.key),
+                    addr,
+                    dead,
+                    rec.expire_at.is_some(),
+                ));
+            }
+            Kind::FlushKeyspace if ks < MAX_DATABASES => {
+                self.tables[ks].clear();
+                self.flushed[ks] = true;
+            }
+            Kind::SwapDb if rec.value.len() == 2 => {
+                let (a, b) = (rec.value[0] as usize, rec.value[1] as usize);
+                if a < MAX_DATABASES && b < MAX_DATABASES {
+                    self.db_map.swap(a, b);
+                }
+            }
+            Kind::DbMap
+                if rec.value.len() == MAX_DATABASES
+                    && rec.value.iter().all(|&k| (k as usize) < MAX_DATABASES) =>
+            {
+                self.db_map.copy_from_slice(rec.value);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Engine {
     /// Opens the data directory: loads the index checkpoint if there is a usable one and
     /// replays the log after the address it covers, else replays the whole log.
@@ -157,46 +201,15 @@ impl Engine {
         };
         let now = cfg.clock.now_ms();
         // Pass 1 (during the log scan): collect (hash, address) per keyspace in address order.
-        let mut replay = Replay {
-            tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
-            db_map: ckpt
-                .as_ref()
+        let mut replay = Replay::new(
+            ckpt.as_ref()
                 .map_or(std::array::from_fn(|i| i as u8), |c| c.db_map),
-            flushed: [false; MAX_DATABASES],
-        };
+        );
         let (log, report) = Log::open(lcfg, |addr, rec| {
             if let Some(hook) = &cfg.on_replay {
                 (hook.0)(addr);
             }
-            let ks = rec.keyspace as usize;
-            match rec.kind {
-                Kind::Put | Kind::Delete if ks < MAX_DATABASES => {
-                    let dead = rec.kind == Kind::Delete || rec.expired(now);
-                    replay.tables[ks].push(ReplayRec::new(
-                        hash(rec.key),
-                        addr,
-                        dead,
-                        rec.expire_at.is_some(),
-                    ));
-                }
-                Kind::FlushKeyspace if ks < MAX_DATABASES => {
-                    replay.tables[ks].clear();
-                    replay.flushed[ks] = true;
-                }
-                Kind::SwapDb if rec.value.len() == 2 => {
-                    let (a, b) = (rec.value[0] as usize, rec.value[1] as usize);
-                    if a < MAX_DATABASES && b < MAX_DATABASES {
-                        replay.db_map.swap(a, b);
-                    }
-                }
-                Kind::DbMap
-                    if rec.value.len() == MAX_DATABASES
-                        && rec.value.iter().all(|&k| (k as usize) < MAX_DATABASES) =>
-                {
-                    replay.db_map.copy_from_slice(rec.value);
-                }
-                _ => {}
-            }
+            replay.visit(addr, &rec, now);
         })?;
         if ckpt.is_some() {
             // Everything the checkpoint covers must still be in the log (only a damaged log
@@ -253,23 +266,8 @@ impl Engine {
             if recs.is_empty() && base.is_none() {
                 continue;
             }
-            let index = base.unwrap_or_else(|| Index::new(Table::for_keys(recs.len())));
-            for r in bucket_by_hash(recs) {
-                let (applied, freed) =
-                    index.replay_insert(&engine.log, r.h, r.addr(), r.dead(), r.ttl(), &g);
-                if applied && r.dead() && r.ttl() {
-                    expired += 1;
-                }
-                // The cleaner's counters: the record replaced, and a dead record itself.
-                if let Some((addr, len)) = freed {
-                    engine.log.note_dead(addr, len, &g);
-                }
-                if r.dead()
-                    && let Some(rec) = engine.log.read(r.addr(), &g)
-                {
-                    engine.log.note_dead(r.addr(), rec.padded_len() as u64, &g);
-                }
-            }
+            let (index, gone) = engine.build_index(recs, base, &g);
+            expired += gone;
             loaded += index.len();
             engine.keyspaces[ks].index.replace(index, &g);
         }
@@ -283,6 +281,35 @@ impl Engine {
             checkpoint_unused: None,
         };
         Ok(Ok(engine))
+    }
+
+    /// Pass 2 of a replay: inserts a keyspace's replayed records (newest wins) into `base`
+    /// or a fresh index sized for them. Returns it and how many keys were found expired.
+    fn build_index(
+        &self,
+        recs: Vec<ReplayRec>,
+        base: Option<Index>,
+        g: &EpochGuard,
+    ) -> (Index, u64) {
+        let mut expired = 0;
+        let index = base.unwrap_or_else(|| Index::new(Table::for_keys(recs.len())));
+        for r in bucket_by_hash(recs) {
+            let (applied, freed) =
+                index.replay_insert(&self.log, r.h, r.addr(), r.dead(), r.ttl(), g);
+            if applied && r.dead() && r.ttl() {
+                expired += 1;
+            }
+            // The cleaner's counters: the record replaced, and a dead record itself.
+            if let Some((addr, len)) = freed {
+                self.log.note_dead(addr, len, g);
+            }
+            if r.dead()
+                && let Some(rec) = self.log.read(r.addr(), g)
+            {
+                self.log.note_dead(r.addr(), rec.padded_len() as u64, g);
+            }
+        }
+        (index, expired)
     }
 
     pub fn config(&self) -> &Config {

@@ -197,6 +197,8 @@ struct Shared {
     retire_hold: AtomicU64,
     /// Empty segments a mirror sealed, deleted once settled (the primary has no such file).
     empties: Mutex<Vec<u64>>,
+    /// The active segment is this log's own (not a copy of a primary's).
+    own_active: AtomicBool,
     /// Run when the written address advances (replication senders wait on it).
     written_cbs: RwLock<Vec<DurableCallback>>,
     /// Wake the flusher on every commit (replicas are tailing: ship bytes at once).
@@ -335,6 +337,7 @@ impl Log {
         } else {
             None
         };
+        let reopened_tail = reopened.is_some();
         let active = match reopened {
             Some(s) => s,
             None => {
@@ -379,6 +382,7 @@ impl Log {
             mirroring: AtomicBool::new(false),
             retire_hold: AtomicU64::new(u64::MAX),
             empties: Mutex::new(Vec::new()),
+            own_active: AtomicBool::new(!reopened_tail),
             written_cbs: RwLock::new(Vec::new()),
             eager: AtomicBool::new(false),
             _lock: lock,
@@ -490,7 +494,9 @@ impl Log {
             capacity,
             created_ms: crate::segment::now_ms(),
         };
-        self.seal_and_start(seg, off, header, len, guard)
+        let r = self.seal_and_start(seg, off, header, len, guard);
+        self.sh.own_active.store(true, Ordering::Release);
+        r
     }
 
     /// Seals `seg` with its data ending at `off` and installs a new active segment.
@@ -1016,9 +1022,11 @@ impl Log {
             .reserved
             .fetch_add(seg.capacity + 1, Ordering::AcqRel)
             .min(seg.capacity);
-        let empty = off <= SEGMENT_HEADER_LEN;
+        // An empty segment of its own goes (a copied one stays: the primary has it too).
+        let empty = off <= SEGMENT_HEADER_LEN && self.sh.own_active.load(Ordering::Acquire);
         let old_base = seg.base;
         self.seal_and_start(seg, off, header, 0, &g)?;
+        self.sh.own_active.store(false, Ordering::Release);
         let mut empties = self.sh.empties.lock().unwrap();
         if empty {
             empties.push(old_base);
@@ -1047,8 +1055,14 @@ impl Log {
 
     /// A replica's copy of records its primary wrote at `addr`: `bytes` are whole records
     /// (each one's checksum is verified first) that go exactly at this log's tail. They are
-    /// committed as they came (done, or done and invalid).
-    pub fn mirror_append(&self, addr: u64, bytes: &[u8]) -> Result<(), LogError> {
+    /// committed as they came (done, or done and invalid); `each(addr, record)` is called for
+    /// every valid record once it is in the log, in order (the replica applies it there).
+    pub fn mirror_append(
+        &self,
+        addr: u64,
+        bytes: &[u8],
+        mut each: impl FnMut(u64, RecordView<'_>) -> Result<(), String>,
+    ) -> Result<(), LogError> {
         if self.sh.failed.load(Ordering::Relaxed) {
             return Err(self.failure());
         }
@@ -1087,25 +1101,34 @@ impl Log {
         seg.reserved
             .store(off + bytes.len() as u64, Ordering::Release);
         let mem = seg.mem(&g);
-        let mut p = 0;
-        while p < bytes.len() {
-            let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
-            let len = record::pad((w & LEN_MASK) as usize);
-            if w & INVALID == 0
-                && let Ok(record::Scanned::Record(r, _)) = record::scan(&bytes[p..])
-            {
-                seg.stats.note(r.kind, r.expire_at);
-            } else {
-                seg.stats.dead.fetch_add(len as u64, Ordering::Relaxed);
-            }
-            let at = off as usize + p;
-            mem.write(at + 4, &bytes[p + 4..p + len]);
-            mem.commit_word(at).store(w, Ordering::Release);
-            p += len;
-        }
         self.sh
             .appended_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut p = 0;
+        while p < bytes.len() {
+            let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+            let rlen = (w & LEN_MASK) as usize;
+            let len = record::pad(rlen);
+            let at = off as usize + p;
+            mem.write(at + 4, &bytes[p + 4..p + len]);
+            mem.commit_word(at).store(w, Ordering::Release);
+            // Checked above: a valid record decodes.
+            let view = if w & INVALID == 0 {
+                record::decode_verified(&bytes[p..p + rlen])
+            } else {
+                None
+            };
+            match view {
+                Some(r) => {
+                    seg.stats.note(r.kind, r.expire_at);
+                    each(addr + p as u64, r).map_err(LogError::Mirror)?;
+                }
+                None => {
+                    seg.stats.dead.fetch_add(len as u64, Ordering::Relaxed);
+                }
+            }
+            p += len;
+        }
         self.kick();
         Ok(())
     }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use segkv_engine::Engine;
+use segkv_engine::{BulkLoad, Engine};
 use segkv_log::Kind;
-use segkv_log::record::{self, Scanned};
 
 use crate::proto::Frame;
 use crate::state::{NO_ID, State};
@@ -103,6 +102,8 @@ fn session(
     generation: u64,
     need_full: &mut bool,
 ) -> Result<(), String> {
+    // A full resync's copy, until it is complete.
+    let bulk = &mut None;
     let addr = io("resolve", (h, port).to_socket_addrs())?
         .next()
         .ok_or_else(|| format!("cannot resolve {h}"))?;
@@ -143,9 +144,11 @@ fn session(
         };
         eprintln!("segkv: full resync from {h}:{port} (history {replid}) starting");
         repl.sync_in_progress.store(true, Ordering::Release);
-        engine
-            .mirror_reset()
-            .map_err(|e| format!("reset before a full resync: {e}"))?;
+        *bulk = Some(
+            engine
+                .mirror_reset()
+                .map_err(|e| format!("reset before a full resync: {e}"))?,
+        );
         // Place the primary's segments past everything this log ever had, so its addresses
         // keep growing.
         let delta = engine.log().active_next_base().saturating_sub(first);
@@ -183,7 +186,11 @@ fn session(
             .name("segkv-repl-ack".into())
             .spawn(move || acknowledge(&repl, &*host, ack_sock, generation, &stop))
     };
-    let r = receive(repl, engine, &mut sock, generation, need_full);
+    let r = receive(repl, engine, &mut sock, generation, need_full, bulk);
+    if bulk.is_some() {
+        // Cut short: the next connection starts a full resync again.
+        *need_full = true;
+    }
     stop.store(true, Ordering::Release);
     repl.ack_soon(false);
     let _ = sock.shutdown(std::net::Shutdown::Both);
@@ -200,6 +207,7 @@ fn receive(
     sock: &mut TcpStream,
     generation: u64,
     need_full: &mut bool,
+    bulk: &mut Option<BulkLoad>,
 ) -> Result<(), String> {
     io(
         "socket",
@@ -243,7 +251,7 @@ fn receive(
         loop {
             match Frame::decode(&buf[at..]) {
                 Ok(Some((f, len))) => {
-                    if let Err(e) = apply(repl, engine, f, delta) {
+                    if let Err(e) = apply(repl, engine, f, delta, bulk) {
                         *need_full = true;
                         return Err(e);
                     }
@@ -260,7 +268,13 @@ fn receive(
     }
 }
 
-fn apply(repl: &Replication, engine: &Engine, f: Frame<'_>, delta: u64) -> Result<(), String> {
+fn apply(
+    repl: &Replication,
+    engine: &Engine,
+    f: Frame<'_>,
+    delta: u64,
+    bulk: &mut Option<BulkLoad>,
+) -> Result<(), String> {
     let log = engine.log();
     match f {
         Frame::Segment(mut h) => {
@@ -272,37 +286,36 @@ fn apply(repl: &Replication, engine: &Engine, f: Frame<'_>, delta: u64) -> Resul
         }
         Frame::Data { addr, bytes } => {
             let local = addr.checked_add(delta).ok_or("address overflow")?;
-            log.mirror_append(local, bytes).map_err(|e| e.to_string())?;
-            let mut p = 0;
-            while p < bytes.len() {
-                match record::scan(&bytes[p..]) {
-                    Ok(Scanned::Record(r, _)) => {
-                        let len = r.padded_len();
-                        if r.kind == Kind::Retire {
-                            if let Ok(b) = <[u8; 8]>::try_from(r.value) {
-                                let base = u64::from_le_bytes(b).saturating_add(delta);
-                                engine
-                                    .mirror_retire(base, local + (p + len) as u64)
-                                    .map_err(|e| e.to_string())?;
-                            }
-                        } else {
-                            engine
-                                .apply_mirrored(local + p as u64, &r)
-                                .map_err(|e| e.to_string())?;
-                        }
-                        p += len;
-                    }
-                    Ok(Scanned::Invalid(_)) => {
-                        let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
-                        p += record::pad((w & record::LEN_MASK) as usize);
-                    }
-                    // mirror_append checked every record.
-                    _ => return Err(format!("damaged record at {:#x}", local + p as u64)),
-                }
+            if let Some(b) = bulk {
+                let now = engine.now_ms();
+                return log
+                    .mirror_append(local, bytes, |at, r| {
+                        b.visit(at, &r, delta, now);
+                        Ok(())
+                    })
+                    .map_err(|e| e.to_string());
             }
+            log.mirror_append(local, bytes, |at, r| {
+                if r.kind == Kind::Retire {
+                    if let Ok(b) = <[u8; 8]>::try_from(r.value) {
+                        let base = u64::from_le_bytes(b).saturating_add(delta);
+                        let end = at + r.padded_len() as u64;
+                        engine.mirror_retire(base, end).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                } else {
+                    engine.apply_mirrored(at, &r).map_err(|e| e.to_string())
+                }
+            })
+            .map_err(|e| e.to_string())?;
             Ok(())
         }
         Frame::CaughtUp => {
+            if let Some(b) = bulk.take() {
+                engine
+                    .mirror_finish(b)
+                    .map_err(|e| format!("finishing the full resync: {e}"))?;
+            }
             if repl.sync_in_progress.swap(false, Ordering::AcqRel) {
                 let mut s = repl.state();
                 s.synced = true;
