@@ -23,8 +23,15 @@ pub(crate) enum SegMem {
 
 impl SegMem {
     /// A zero-filled anonymous buffer of `len` bytes (pages are allocated on first touch).
+    /// Buffers of several megabytes ask for transparent huge pages: a segment is filled from
+    /// start to end, and 4 KiB faults (a kernel entry, a zeroed page and its accounting each)
+    /// cost more than the copying that fills them.
     pub(crate) fn anon(len: usize) -> std::io::Result<SegMem> {
         let m = MmapMut::map_anon(len)?;
+        if len >= 4 << 20 {
+            // Only a hint: without THP the pages stay small.
+            let _ = m.advise(memmap2::Advice::HugePage);
+        }
         Ok(SegMem::Buf(MmapRaw::from(m)))
     }
 

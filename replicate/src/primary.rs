@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use segkv_engine::Engine;
 use segkv_log::Stream;
 
-use crate::proto::Frame;
+use crate::proto::{self, Frame};
 use crate::{Host, Link, Replication, unix_ms};
 
 /// Bytes gathered per socket write.
@@ -147,7 +147,6 @@ fn stream(
 ) -> Result<(), String> {
     let log = engine.log();
     let mut out = Vec::with_capacity(CHUNK + 64);
-    let mut data = Vec::with_capacity(CHUNK);
     let mut caught_up = !full;
     if caught_up {
         link.online.store(true, Ordering::Release);
@@ -161,21 +160,24 @@ fn stream(
         out.clear();
         let before = cursor;
         while out.len() < CHUNK {
-            data.clear();
-            match log.read_stream(cursor, CHUNK - out.len(), &mut data) {
+            // Records are read straight after their frame's header, patched once their
+            // length is known.
+            let at = out.len();
+            out.extend_from_slice(&[0u8; proto::DATA_HEADER]);
+            let (found, next) = log.read_stream(cursor, CHUNK - at, &mut out);
+            if let Stream::Data(addr) = found {
+                proto::data_header(&mut out[at..], addr - delta);
+                cursor = next;
+                continue;
+            }
+            out.truncate(at);
+            match (found, next) {
                 (Stream::Segment(mut h), next) => {
                     h.base -= delta;
                     Frame::Segment(h).encode(&mut out);
                     cursor = next;
                 }
-                (Stream::Data(addr), next) => {
-                    Frame::Data {
-                        addr: addr - delta,
-                        bytes: &data,
-                    }
-                    .encode(&mut out);
-                    cursor = next;
-                }
+                (Stream::Data(_), _) => unreachable!("handled above"),
                 (Stream::Wait, _) => {
                     if !caught_up {
                         caught_up = true;

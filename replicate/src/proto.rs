@@ -31,6 +31,18 @@ pub enum Frame<'a> {
     Ack { durable: u64, received: u64 },
 }
 
+/// Bytes of a `D` frame before its payload.
+pub const DATA_HEADER: usize = 13;
+
+/// Fills in the header of a `D` frame at the start of `frame`, whose payload is the rest of it
+/// (the sender reads records straight into its buffer after a placeholder header).
+pub fn data_header(frame: &mut [u8], addr: u64) {
+    let len = (frame.len() - DATA_HEADER) as u32;
+    frame[0] = b'D';
+    frame[1..9].copy_from_slice(&addr.to_le_bytes());
+    frame[9..13].copy_from_slice(&len.to_le_bytes());
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
@@ -153,6 +165,13 @@ mod tests {
         for f in &frames {
             f.encode(&mut buf);
         }
+        // A header patched in place encodes the same frame.
+        let mut patched = vec![0u8; DATA_HEADER];
+        patched.extend_from_slice(b"0123456789ab");
+        data_header(&mut patched, (1 << 26) + 64);
+        let mut direct = Vec::new();
+        frames[1].encode(&mut direct);
+        assert_eq!(patched, direct);
         let mut at = 0;
         for f in &frames {
             // Every strict prefix of the frame is incomplete.

@@ -214,17 +214,29 @@ fn receive(
         sock.set_read_timeout(Some(Duration::from_millis(100))),
     )?;
     let delta = repl.delta();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut tmp = vec![0u8; 1 << 20];
+    // Frames are parsed where they were read: `buf[start..end]` is what is not applied yet.
+    const READ: usize = 1 << 20;
+    let mut buf = vec![0u8; 4 * READ];
+    let (mut start, mut end) = (0, 0);
     let mut last = Instant::now();
     loop {
         if repl.generation.load(Ordering::Acquire) != generation {
             return Ok(());
         }
-        match sock.read(&mut tmp) {
+        if buf.len() - end < READ {
+            // Keep the partial frame at the front; grow only for a frame larger than the
+            // buffer (one record can be up to the log's record limit).
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            if buf.len() - end < READ {
+                buf.resize(end + READ, 0);
+            }
+        }
+        match sock.read(&mut buf[end..]) {
             Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
-                buf.extend_from_slice(&tmp[..n]);
+                end += n;
                 last = Instant::now();
                 repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
             }
@@ -247,15 +259,14 @@ fn receive(
         if repl.generation.load(Ordering::Acquire) != generation {
             return Ok(());
         }
-        let mut at = 0;
         loop {
-            match Frame::decode(&buf[at..]) {
+            match Frame::decode(&buf[start..end]) {
                 Ok(Some((f, len))) => {
                     if let Err(e) = apply(repl, engine, f, delta, bulk) {
                         *need_full = true;
                         return Err(e);
                     }
-                    at += len;
+                    start += len;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -264,7 +275,13 @@ fn receive(
                 }
             }
         }
-        buf.drain(..at);
+        if start == end {
+            (start, end) = (0, 0);
+            if buf.len() > 8 * READ {
+                // A large frame passed: give the memory back.
+                buf = vec![0u8; 4 * READ];
+            }
+        }
     }
 }
 
@@ -312,9 +329,14 @@ fn apply(
         }
         Frame::CaughtUp => {
             if let Some(b) = bulk.take() {
+                let t = Instant::now();
                 engine
                     .mirror_finish(b)
                     .map_err(|e| format!("finishing the full resync: {e}"))?;
+                eprintln!(
+                    "segkv: full resync: index built and copy synced in {:.3} s",
+                    t.elapsed().as_secs_f64()
+                );
             }
             if repl.sync_in_progress.swap(false, Ordering::AcqRel) {
                 let mut s = repl.state();
