@@ -199,8 +199,10 @@ struct Shared {
     empties: Mutex<Vec<u64>>,
     /// The active segment is this log's own (not a copy of a primary's).
     own_active: AtomicBool,
-    /// Run when the written address advances (replication senders wait on it).
-    written_cbs: RwLock<Vec<DurableCallback>>,
+    /// Replication senders blocked in `wait_stream`.
+    readers_waiting: std::sync::atomic::AtomicUsize,
+    readers_mx: Mutex<()>,
+    readers_cv: Condvar,
     /// Wake the flusher on every commit (replicas are tailing: ship bytes at once).
     eager: AtomicBool,
     _lock: std::fs::File,
@@ -256,11 +258,16 @@ impl Pending<'_> {
             .commit_word(self.off)
             .store(self.len | bits, Ordering::Release);
         self.done = true;
+        let eager = self.log.sh.eager.load(Ordering::Relaxed);
         if self.log.sh.cfg.fsync == FsyncPolicy::Always
             || self.log.sh.flusher_deep.load(Ordering::Relaxed)
-            || self.log.sh.eager.load(Ordering::Relaxed)
+            || eager
         {
+            // (Its fence also orders the commit word before `tell_readers`' check.)
             self.log.kick();
+        }
+        if eager {
+            self.log.tell_readers();
         }
     }
 }
@@ -383,7 +390,9 @@ impl Log {
             retire_hold: AtomicU64::new(u64::MAX),
             empties: Mutex::new(Vec::new()),
             own_active: AtomicBool::new(!reopened_tail),
-            written_cbs: RwLock::new(Vec::new()),
+            readers_waiting: std::sync::atomic::AtomicUsize::new(0),
+            readers_mx: Mutex::new(()),
+            readers_cv: Condvar::new(),
             eager: AtomicBool::new(false),
             _lock: lock,
         });
@@ -528,6 +537,8 @@ impl Log {
             self.sh.table.replace(t.with(new.clone()), guard);
         }
         self.sh.active.replace(new.clone(), guard);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.tell_readers();
         // The old table (which holds every segment) must not wait in this thread's bag of
         // deferred frees: a segment the cleaner retires is unmapped only when it goes.
         crate::epoch::flush();
@@ -881,11 +892,6 @@ impl Log {
 
     // ---- Replication: a primary streams its log, a replica appends the same bytes. ----
 
-    /// Runs `cb(written_addr)` on the flusher thread each time bytes are handed to the OS.
-    pub fn on_written(&self, cb: Box<dyn Fn(u64) + Send + Sync>) {
-        self.sh.written_cbs.write().unwrap().push(cb);
-    }
-
     /// Wake the flusher on every commit, whatever the policy (replicas are tailing the log).
     pub fn set_eager(&self, on: bool) {
         self.sh.eager.store(on, Ordering::Relaxed);
@@ -919,30 +925,27 @@ impl Log {
     pub fn holds_position(&self, addr: u64) -> bool {
         let g = pin();
         let t = self.sh.table.load(&g);
-        let written = self.written_addr();
         match t.get(addr) {
             Some(seg) => {
-                if addr == seg.base {
-                    return true;
-                }
-                let end = if seg.is_sealed() && written >= seg.base + seg.data_end_now() {
-                    seg.data_end_now()
-                } else {
-                    written.saturating_sub(seg.base)
-                };
-                addr >= seg.base + SEGMENT_HEADER_LEN && addr - seg.base <= end
+                addr == seg.base
+                    || (addr >= seg.base + SEGMENT_HEADER_LEN
+                        && addr - seg.base <= seg.data_end_now())
             }
             None => false,
         }
     }
 
     /// Reads the log for a replica from `cursor` (a segment's base, or a record boundary):
-    /// the next segment's header, or up to about `max` bytes of whole records that have been
-    /// handed to the OS (appended to `out`). Returns what was read and where to go on.
+    /// the next segment's header, or up to about `max` bytes of whole, committed records
+    /// (appended to `out`; they need not be on disk yet). Returns what was read and where to
+    /// go on.
     pub fn read_stream(&self, cursor: u64, max: usize, out: &mut Vec<u8>) -> (Stream, u64) {
+        self.stream_at(cursor, max, Some(out))
+    }
+
+    fn stream_at(&self, cursor: u64, max: usize, out: Option<&mut Vec<u8>>) -> (Stream, u64) {
         let g = pin();
         let t = self.sh.table.load(&g);
-        let written = self.written_addr();
         let Some(seg) = t.get(cursor) else {
             return (Stream::Gone, cursor);
         };
@@ -954,18 +957,27 @@ impl Log {
         }
         let off = cursor - seg.base;
         let sealed_end = seg.data_end.load(Ordering::Acquire);
-        let limit = if sealed_end != crate::segment::OPEN && written >= seg.base + sealed_end {
-            sealed_end
-        } else if written > seg.base && written <= seg.base + seg.capacity {
-            written - seg.base
+        let end = if sealed_end == crate::segment::OPEN {
+            seg.capacity
         } else {
-            // Not a segment the flusher has reached yet.
-            SEGMENT_HEADER_LEN
+            sealed_end
         };
-        if off > limit || off < SEGMENT_HEADER_LEN {
+        if off > end || off < SEGMENT_HEADER_LEN {
             return (Stream::Gone, cursor);
         }
-        if off == limit {
+        // Whole records whose writers are done (committed or aborted: they never change
+        // again), as the flusher walks them.
+        let mem = seg.mem(&g);
+        let mut p = off;
+        while p < end && (p == off || p - off < max as u64) {
+            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
+            let step = record::pad((w & LEN_MASK) as usize) as u64;
+            if w & DONE == 0 || step == 0 || p + step > end {
+                break;
+            }
+            p += step;
+        }
+        if p == off {
             if sealed_end != crate::segment::OPEN
                 && off == sealed_end
                 && let Some(next) = t.after(seg.base)
@@ -977,22 +989,35 @@ impl Log {
             }
             return (Stream::Wait, cursor);
         }
-        // Whole records only: walk the commit words (all done below `limit`).
-        let mem = seg.mem(&g);
-        let mut p = off;
-        while p < limit && (p == off || p - off < max as u64) {
-            let w = mem.commit_word(p as usize).load(Ordering::Acquire);
-            let step = record::pad((w & LEN_MASK) as usize) as u64;
-            if w & DONE == 0 || step == 0 || p + step > limit {
-                break;
-            }
-            p += step;
+        if let Some(out) = out {
+            out.extend_from_slice(mem.bytes(off as usize, (p - off) as usize));
         }
-        if p == off {
-            return (Stream::Wait, cursor);
-        }
-        out.extend_from_slice(mem.bytes(off as usize, (p - off) as usize));
         (Stream::Data(cursor), seg.base + p)
+    }
+
+    /// Blocks a reader of the stream until there may be something at `cursor` (a commit or a
+    /// new segment), `wake_readers`, or `timeout`. Writers pay for this only while the log is
+    /// eager (replicas attached) and someone waits.
+    pub fn wait_stream(&self, cursor: u64, timeout: Duration) {
+        self.sh.readers_waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.sh.readers_mx.lock().unwrap();
+        if self.stream_at(cursor, 0, None).0 == Stream::Wait {
+            drop(self.sh.readers_cv.wait_timeout(g, timeout).unwrap());
+        }
+        self.sh.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Wakes every reader blocked in `wait_stream`.
+    pub fn wake_readers(&self) {
+        let _g = self.sh.readers_mx.lock().unwrap();
+        self.sh.readers_cv.notify_all();
+    }
+
+    /// After a commit or a new segment: wake stream readers if any waits (the caller fenced).
+    fn tell_readers(&self) {
+        if self.sh.readers_waiting.load(Ordering::Relaxed) > 0 {
+            self.wake_readers();
+        }
     }
 
     /// Base address of the segment that would follow the active one.
@@ -1362,7 +1387,6 @@ impl Flusher {
             }
             self.off = p;
             self.sh.written.store(cur.base + p, Ordering::Release);
-            self.tell_written(cur.base + p);
             if sync {
                 self.last_batch = batch;
                 self.last_sync_took = started.elapsed();
@@ -1419,15 +1443,8 @@ impl Flusher {
         self.synced = SEGMENT_HEADER_LEN;
         let start = self.cur.base + SEGMENT_HEADER_LEN;
         self.sh.written.store(start, Ordering::Release);
-        self.tell_written(start);
         self.advance_durable(start);
         true
-    }
-
-    fn tell_written(&self, addr: u64) {
-        for cb in self.sh.written_cbs.read().unwrap().iter() {
-            cb(addr);
-        }
     }
 
     fn advance_durable(&self, addr: u64) {

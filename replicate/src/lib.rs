@@ -83,9 +83,6 @@ pub struct Replication {
     links: Mutex<Vec<Arc<Link>>>,
     nlinks: AtomicUsize,
     next_link_id: AtomicU64,
-    /// Senders wait here for the log to grow.
-    written_mx: Mutex<()>,
-    written_cv: Condvar,
     /// WAIT asked replicas for an acknowledgement: senders send GETACK when it changes.
     getack: AtomicU64,
     /// Bumped by every REPLICAOF: a replica thread of an older generation stops.
@@ -150,8 +147,6 @@ impl Replication {
             links: Mutex::new(Vec::new()),
             nlinks: AtomicUsize::new(0),
             next_link_id: AtomicU64::new(0),
-            written_mx: Mutex::new(()),
-            written_cv: Condvar::new(),
             getack: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
@@ -169,13 +164,9 @@ impl Replication {
         })
     }
 
-    /// Hooks the engine's log up (call once, when the engine is open): senders wake when bytes
-    /// are written, a replica acknowledges when they are durable.
+    /// Hooks the engine's log up (call once, when the engine is open): a replica acknowledges
+    /// when its log syncs.
     pub fn attach(self: &Arc<Self>, engine: &Engine) {
-        let me = self.clone();
-        engine
-            .log()
-            .on_written(Box::new(move |_| me.notify_written()));
         let me = self.clone();
         engine.log().on_durable(Box::new(move |_| {
             if me.is_replica() {
@@ -220,13 +211,6 @@ impl Replication {
         self.links.lock().unwrap().clone()
     }
 
-    fn notify_written(&self) {
-        if self.nlinks.load(Ordering::Relaxed) > 0 {
-            let _g = self.written_mx.lock().unwrap();
-            self.written_cv.notify_all();
-        }
-    }
-
     /// How many replicas acknowledged (durably) every byte below history offset `target`.
     pub fn acked(&self, target: u64) -> usize {
         self.links
@@ -253,10 +237,9 @@ impl Replication {
     }
 
     /// Asks every replica for an acknowledgement now (WAIT).
-    pub fn request_acks(&self) {
+    pub fn request_acks(&self, engine: &Engine) {
         self.getack.fetch_add(1, Ordering::AcqRel);
-        let _g = self.written_mx.lock().unwrap();
-        self.written_cv.notify_all();
+        engine.log().wake_readers();
     }
 
     /// Replica side: send an acknowledgement soon (after a sync when `sync`).

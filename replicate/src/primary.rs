@@ -222,13 +222,8 @@ fn stream(
                 "{behind} bytes behind, past repl-backlog-size {limit}: it resyncs"
             ));
         }
-        let g = repl.written_mx.lock().unwrap();
-        if log.written_addr() <= cursor && repl.getack.load(Ordering::Acquire) == getack_seen {
-            drop(
-                repl.written_cv
-                    .wait_timeout(g, Duration::from_millis(100))
-                    .unwrap(),
-            );
+        if repl.getack.load(Ordering::Acquire) == getack_seen {
+            log.wait_stream(cursor, Duration::from_millis(100));
         }
     }
 }
@@ -265,6 +260,7 @@ fn read_acks(repl: &Replication, host: &dyn Host, link: &Link, mut sock: TcpStre
     }
     link.stop();
     // Wake the sender so it notices.
-    let _g = repl.written_mx.lock().unwrap();
-    repl.written_cv.notify_all();
+    if let Some(e) = host.engine() {
+        e.log().wake_readers();
+    }
 }

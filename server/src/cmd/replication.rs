@@ -114,7 +114,9 @@ pub fn wait(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
     if n <= 0 || have >= n as usize {
         return Reply::Int(have as i64);
     }
-    srv.repl.request_acks();
+    if let Some(e) = srv.engine.loaded() {
+        srv.repl.request_acks(e);
+    }
     ctx.s.wait = Some(WaitFor {
         replicas: n as usize,
         offset: target,
