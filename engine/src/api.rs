@@ -29,6 +29,9 @@ pub struct Config {
     /// Continue the last segment instead of starting a new one (a replica resumes copying
     /// the segment its primary is writing).
     pub reopen_tail: bool,
+    /// Local log address minus replication (history) address: Retire records name segments by
+    /// history address.
+    pub history_delta: u64,
 }
 
 /// A callback for [`Config::on_replay`].
@@ -54,6 +57,7 @@ impl Config {
             clock: Clock::System,
             on_replay: None,
             reopen_tail: false,
+            history_delta: 0,
         }
     }
 }
@@ -165,6 +169,9 @@ pub enum EngineError {
     BadDb(usize),
     #[error("record of {0} bytes is larger than the log allows")]
     TooLarge(usize),
+    /// The log is a replica's copy of its primary's: only the primary's records go in.
+    #[error("You can't write against a read only replica.")]
+    ReadOnly,
 }
 
 /// Counters for INFO.

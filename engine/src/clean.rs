@@ -108,11 +108,12 @@ impl Engine {
     /// One bounded step of cleaning: reads at most `max_records` records (or drops a run of
     /// wholly expired segments). Returns whether it did anything (call again soon if so).
     pub fn clean_step(&self, max_records: usize) -> Result<bool, EngineError> {
+        let mut cur = self.cleaner.cursor.lock().unwrap();
         if self.log.mirroring() {
             // A replica's log is a copy of its primary's: the primary's cleaning reaches it.
+            // (Checked under the cursor: `set_mirroring` waits for a step in progress.)
             return Ok(false);
         }
-        let mut cur = self.cleaner.cursor.lock().unwrap();
         let base = match cur.segment {
             Some(b) => b,
             None => {

@@ -7,11 +7,23 @@ use std::sync::atomic::Ordering;
 use segkv_log::epoch::pin;
 use segkv_log::{Kind, RecordView};
 
-use super::{Engine, MAX_DATABASES, Plan, Replay, checkpoint, clean};
+use super::{Engine, MAX_DATABASES, Plan, Replay, checkpoint};
 use crate::api::EngineError;
 use crate::index::{Index, Table};
+use segkv_log::segment::holds;
 
 impl Engine {
+    /// Makes (or stops making) the log a copy of a primary's. Turning it on waits for the
+    /// writes and the cleaning step in progress: after it returns, nothing but `mirror_*`
+    /// appends (writes get `EngineError::ReadOnly`).
+    pub fn set_mirroring(&self, on: bool) {
+        self.log.set_mirroring(on);
+        if on {
+            drop(self.gate.close());
+            drop(self.cleaner.cursor.lock().unwrap());
+        }
+    }
+
     /// Applies a record that is already in this log at `addr` (copied from the primary).
     /// Retire records are applied by [`Engine::mirror_retire`] (they wait for durability).
     pub fn apply_mirrored(&self, addr: u64, rec: &RecordView<'_>) -> Result<(), EngineError> {
@@ -72,7 +84,9 @@ impl Engine {
         let Some(seg) = segs.iter().find(|s| s.base == base) else {
             return Ok(());
         };
-        if clean::wholly_expired(seg, self.now_ms()) {
+        // A segment holding only Puts with an expiry may have been dropped blind by the
+        // primary (wholly expired by its clock): entries pointing into it go too.
+        if seg.holds & (holds::PERSISTENT | holds::DB_MAP) == 0 {
             // Dropped blind by the primary's cleaner: drop the index entries that still point
             // into it (expired keys no read has noticed yet), as it did.
             self.drop_expired_segments(&[base])
@@ -87,7 +101,7 @@ impl Engine {
     /// after this log's (at higher addresses), their records gathered as a replay gathers
     /// them, and [`Engine::mirror_finish`] swaps the indexes and deletes the old segments.
     pub fn mirror_reset(&self) -> Result<BulkLoad, EngineError> {
-        self.log.set_mirroring(true);
+        self.set_mirroring(true);
         self.cleaner.cursor.lock().unwrap().segment = None;
         checkpoint::discard(&self.cfg.dir);
         self.log.roll()?;
@@ -103,6 +117,19 @@ impl Engine {
             old,
             retires: Vec::new(),
         })
+    }
+
+    /// A full resynchronization cut short: the segments copied so far are deleted (the old
+    /// data set stays, with its index), so a restart does not mix them with it.
+    pub fn mirror_abandon(&self, bulk: BulkLoad) -> Result<(), EngineError> {
+        self.log.roll()?;
+        self.log.sync()?;
+        for s in self.log.segments() {
+            if !s.active && !bulk.old.contains(&s.base) {
+                self.log.retire_quiet(s.base)?;
+            }
+        }
+        Ok(())
     }
 
     /// The full resynchronization's copy is complete: the index built from the copied records
@@ -136,8 +163,22 @@ impl Engine {
         segkv_log::epoch::flush();
         // Nothing points into the old segments any more; the copy is durable before they go.
         self.log.sync()?;
-        for base in old {
-            self.log.retire(base)?;
+        // This node's own replicas (dropped when it became a replica) may still hold some
+        // for a moment.
+        let mut left = old;
+        for _ in 0..200 {
+            let mut still = Vec::new();
+            for b in left {
+                if self.log.retire_quiet(b)? == 0 && self.log.segments().iter().any(|s| s.base == b)
+                {
+                    still.push(b);
+                }
+            }
+            left = still;
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
         for (base, upto) in retires {
             self.mirror_retire(base, upto)?;

@@ -92,6 +92,8 @@ struct Replay {
     db_map: [u8; MAX_DATABASES],
     /// A FlushKeyspace was replayed: the keyspace starts empty, not from the checkpoint.
     flushed: [bool; MAX_DATABASES],
+    /// Segments named by Retire records (history addresses).
+    retired: Vec<u64>,
 }
 
 impl Replay {
@@ -100,6 +102,7 @@ impl Replay {
             tables: (0..MAX_DATABASES).map(|_| Vec::new()).collect(),
             db_map,
             flushed: [false; MAX_DATABASES],
+            retired: Vec::new(),
         }
     }
 
@@ -131,6 +134,11 @@ impl Replay {
                     && rec.value.iter().all(|&k| (k as usize) < MAX_DATABASES) =>
             {
                 self.db_map.copy_from_slice(rec.value);
+            }
+            Kind::Retire => {
+                if let Ok(b) = <[u8; 8]>::try_from(rec.value) {
+                    self.retired.push(u64::from_le_bytes(b));
+                }
             }
             _ => {}
         }
@@ -211,6 +219,12 @@ impl Engine {
             }
             replay.visit(addr, &rec, now);
         })?;
+        log.set_history_delta(cfg.history_delta);
+        // A segment a Retire record names was deleted, or was about to be when the process
+        // stopped: finish the job (its live records were copied before the record was written).
+        for b in std::mem::take(&mut replay.retired) {
+            log.retire_quiet(b.saturating_add(cfg.history_delta))?;
+        }
         if ckpt.is_some() {
             // Everything the checkpoint covers must still be in the log (only a damaged log
             // is cut below a durable address).
@@ -538,6 +552,9 @@ impl Engine {
                     };
                     let (pending, addr, padded) = match plan {
                         Plan::Mirrored { addr, padded, .. } => (None, addr, padded),
+                        // A replica's log takes only its primary's records (checked inside
+                        // the gate: `set_mirroring` closes it after setting the flag).
+                        _ if self.log.mirroring() => return Err(EngineError::ReadOnly),
                         _ => {
                             let p = self.log.append(&spec, &g)?;
                             let a = p.addr();
@@ -699,6 +716,9 @@ impl Engine {
 
     /// Appends a control record and commits it (caller holds the gate closed).
     fn append_control(&self, kind: Kind, keyspace: u8, value: &[u8]) -> Result<(), EngineError> {
+        if self.log.mirroring() {
+            return Err(EngineError::ReadOnly);
+        }
         let g = pin();
         let p = self.log.append(
             &RecordSpec {

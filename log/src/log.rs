@@ -64,6 +64,9 @@ pub struct RecoveryReport {
     pub removed_files: Vec<PathBuf>,
     /// Why the io_uring writer is not used, when it was asked for automatically and failed.
     pub writer_note: Option<String>,
+    /// The log was not closed cleanly: a file ended past its data (preallocated, or cut).
+    /// Records a replica received may be missing from it.
+    pub unclean: bool,
 }
 
 /// What `Log::read_stream` found.
@@ -199,6 +202,8 @@ struct Shared {
     empties: Mutex<Vec<u64>>,
     /// The active segment is this log's own (not a copy of a primary's).
     own_active: AtomicBool,
+    /// Local address minus history address (replication; Retire records carry history).
+    history_delta: AtomicU64,
     /// Replication senders blocked in `wait_stream`.
     readers_waiting: std::sync::atomic::AtomicUsize,
     readers_mx: Mutex<()>,
@@ -390,6 +395,7 @@ impl Log {
             retire_hold: AtomicU64::new(u64::MAX),
             empties: Mutex::new(Vec::new()),
             own_active: AtomicBool::new(!reopened_tail),
+            history_delta: AtomicU64::new(0),
             readers_waiting: std::sync::atomic::AtomicUsize::new(0),
             readers_mx: Mutex::new(()),
             readers_cv: Condvar::new(),
@@ -833,6 +839,17 @@ impl Log {
     /// its memory is unmapped once no reader can still hold an address in it. The caller makes
     /// sure nothing in it is needed: its live records were copied and those copies are durable.
     pub fn retire(&self, base: u64) -> Result<u64, LogError> {
+        let record = !self.sh.mirroring.load(Ordering::Acquire);
+        self.retire_inner(base, record)
+    }
+
+    /// As `retire`, never appending a Retire record (at open: the segment a Retire record
+    /// names, left behind by a crash, goes without a second record).
+    pub fn retire_quiet(&self, base: u64) -> Result<u64, LogError> {
+        self.retire_inner(base, false)
+    }
+
+    fn retire_inner(&self, base: u64, record: bool) -> Result<u64, LogError> {
         let g = pin();
         let seg = {
             let _l = self.sh.table_lock.lock().unwrap();
@@ -849,6 +866,29 @@ impl Log {
             self.sh.table.replace(t.without(&seg), &g);
             seg
         };
+        if record {
+            // Replicas tailing the log learn of it here, after the copies that made it
+            // unnecessary. The record is durable before the file goes: a crash in between
+            // leaves a file that the next open deletes because of it. Its base is a history
+            // address (local minus the replication delta), as every address replicas see.
+            let history = base.saturating_sub(self.sh.history_delta.load(Ordering::Acquire));
+            let p = self.append(
+                &RecordSpec {
+                    kind: record::Kind::Retire,
+                    keyspace: 0,
+                    key: &[],
+                    value: &history.to_le_bytes(),
+                    expire_at: None,
+                },
+                &g,
+            )?;
+            // Not counted dead: garbage the cleaner reclaims makes it write one more, so
+            // counting these would keep it cleaning forever (they are 20 bytes per segment
+            // deleted, and go when their own segment is cleaned for its other garbage).
+            let end = p.addr() + record::pad(p.len as usize) as u64;
+            p.commit();
+            self.wait_durable(end)?;
+        }
         let path = self.sh.cfg.dir.join(segment_file_name(base));
         std::fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
         sync_dir(&self.sh.cfg.dir)
@@ -857,26 +897,25 @@ impl Log {
         crate::epoch::flush();
         let file = seg.data_end.load(Ordering::Acquire);
         self.sh.retired_bytes.fetch_add(file, Ordering::Relaxed);
-        if !self.sh.mirroring.load(Ordering::Acquire) {
-            // Replicas tailing the log learn of it here, after the copies that made it
-            // unnecessary.
-            let g = pin();
-            let p = self.append(
-                &RecordSpec {
-                    kind: record::Kind::Retire,
-                    keyspace: 0,
-                    key: &[],
-                    value: &base.to_le_bytes(),
-                    expire_at: None,
-                },
-                &g,
-            )?;
-            // Not counted dead: garbage the cleaner reclaims makes it write one more, so
-            // counting these would keep it cleaning forever (they are 20 bytes per segment
-            // deleted, and go when their own segment is cleaned for its other garbage).
-            p.commit();
-        }
         Ok(file)
+    }
+
+    /// The replication delta (local address minus history address) Retire records subtract.
+    pub fn set_history_delta(&self, delta: u64) {
+        self.sh.history_delta.store(delta, Ordering::Release);
+    }
+
+    /// Bytes of records at or after `addr` (how far a replica reading from there is behind).
+    pub fn data_after(&self, addr: u64) -> u64 {
+        let g = pin();
+        let mut total = 0;
+        for s in self.sh.table.load(&g).list() {
+            let end = s.base + s.data_end_now();
+            if end > addr {
+                total += end - addr.max(s.base + SEGMENT_HEADER_LEN).min(end);
+            }
+        }
+        total
     }
 
     /// Whether the segment at `base` can be retired now (settled, and no replica still
@@ -1129,6 +1168,8 @@ impl Log {
         self.sh
             .appended_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // Everything is published before anything is applied: an error applying a record
+        // must not leave a hole the flusher would stop at.
         let mut p = 0;
         while p < bytes.len() {
             let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
@@ -1137,17 +1178,8 @@ impl Log {
             let at = off as usize + p;
             mem.write(at + 4, &bytes[p + 4..p + len]);
             mem.commit_word(at).store(w, Ordering::Release);
-            // Checked above: a valid record decodes.
-            let view = if w & INVALID == 0 {
-                record::decode_verified(&bytes[p..p + rlen])
-            } else {
-                None
-            };
-            match view {
-                Some(r) => {
-                    seg.stats.note(r.kind, r.expire_at);
-                    each(addr + p as u64, r).map_err(LogError::Mirror)?;
-                }
+            match record::decode_verified(&bytes[p..p + rlen]).filter(|_| w & INVALID == 0) {
+                Some(r) => seg.stats.note(r.kind, r.expire_at),
                 None => {
                     seg.stats.dead.fetch_add(len as u64, Ordering::Relaxed);
                 }
@@ -1155,6 +1187,18 @@ impl Log {
             p += len;
         }
         self.kick();
+        let mut p = 0;
+        while p < bytes.len() {
+            let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+            let rlen = (w & LEN_MASK) as usize;
+            // Checked above: a valid record decodes.
+            if w & INVALID == 0
+                && let Some(r) = record::decode_verified(&bytes[p..p + rlen])
+            {
+                each(addr + p as u64, r).map_err(LogError::Mirror)?;
+            }
+            p += record::pad(rlen);
+        }
         Ok(())
     }
 

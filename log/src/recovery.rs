@@ -255,7 +255,9 @@ pub(crate) fn recover(
         report.bytes += data_end as u64;
         let o = &opened[i];
         if o.file_len != data_end as u64 {
-            // Preallocated space or a cut tail: make the file end where its data ends.
+            // Preallocated space or a cut tail: make the file end where its data ends. (A
+            // clean close leaves every file ending at its data: this one was not closed.)
+            report.unclean = true;
             o.file
                 .set_len(data_end as u64)
                 .map_err(|e| LogError::io("truncate segment", &o.path, e))?;

@@ -91,6 +91,8 @@ pub struct Replication {
     apply_lock: Mutex<()>,
     /// The replica thread's connection (cut on REPLICAOF).
     replica_sock: Mutex<Option<TcpStream>>,
+    /// The replica thread (joined before the next REPLICAOF takes effect).
+    replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The replica thread's acknowledgement sender waits here.
     ack_mx: Mutex<bool>,
     ack_cv: Condvar,
@@ -151,6 +153,7 @@ impl Replication {
             generation: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
             replica_sock: Mutex::new(None),
+            replica_thread: Mutex::new(None),
             ack_mx: Mutex::new(false),
             ack_cv: Condvar::new(),
             link_up: AtomicBool::new(false),
@@ -173,8 +176,9 @@ impl Replication {
                 me.ack_soon(false);
             }
         }));
+        engine.log().set_history_delta(self.delta());
         if self.is_replica() {
-            engine.log().set_mirroring(true);
+            engine.set_mirroring(true);
         }
     }
 
@@ -277,8 +281,15 @@ impl Replication {
         self.is_replica.store(true, Ordering::Release);
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.cut_link();
+        // The previous primary's thread is gone before anything of the new one happens.
+        self.join_replica_thread();
         if let Some(e) = host.engine() {
-            e.log().set_mirroring(true);
+            e.set_mirroring(true);
+        }
+        let mut s = self.state();
+        if !s.replica {
+            s.replica = true;
+            self.save_state(s);
         }
         // Replicas of this node lose their primary (no chained replication): they retry.
         for l in self.links() {
@@ -286,10 +297,62 @@ impl Replication {
         }
         drop(role);
         let me = self.clone();
-        std::thread::Builder::new()
+        let t = std::thread::Builder::new()
             .name("segkv-replica".into())
             .spawn(move || replica::run(me, host, h, port, generation))
             .expect("spawn replica thread");
+        *self.replica_thread.lock().unwrap() = Some(t);
+    }
+
+    fn join_replica_thread(&self) {
+        let t = self.replica_thread.lock().unwrap().take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    /// Called once the engine is open on a node that starts as a primary. If its log may not
+    /// be what its history id promises past some point (it was a replica, or it stopped
+    /// without closing its log: records replicas received may be gone), it forks a new
+    /// history from where its log ends, as a promotion does, so replicas that hold no more
+    /// than that continue with a partial resync and the others resync fully.
+    pub fn start_as_primary(&self, engine: &Engine) {
+        let mut s = self.state();
+        let r = &engine.recovery().report;
+        if !(s.replica || r.unclean || r.truncated.is_some() || !s.synced) {
+            return;
+        }
+        let end = engine
+            .log()
+            .segments()
+            .iter()
+            .filter(|g| !g.active && g.data_bytes > 0 && g.base >= s.delta)
+            .map(|g| g.base + segkv_log::segment::SEGMENT_HEADER_LEN + g.data_bytes)
+            .max();
+        let old = std::mem::replace(&mut s.replid, state::new_id());
+        match end {
+            Some(end) if s.synced => {
+                s.replid2 = old;
+                s.second_offset = (end - s.delta) as i64;
+            }
+            _ => {
+                s.replid2 = state::NO_ID.into();
+                s.second_offset = -1;
+            }
+        }
+        s.synced = true;
+        s.replica = false;
+        eprintln!(
+            "segkv: new replication id {} (the log was {}); replicas continue up to offset {}",
+            s.replid,
+            if r.unclean {
+                "not closed cleanly"
+            } else {
+                "a replica's copy"
+            },
+            s.second_offset
+        );
+        self.save_state(s);
     }
 
     /// REPLICAOF NO ONE: stop copying and take writes. The history gets a new id; the old
@@ -302,8 +365,8 @@ impl Replication {
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.cut_link();
-        // The replica thread finishes what it is applying, then sees the new generation.
-        let _applying = self.apply_lock.lock().unwrap();
+        // The replica thread finishes what it is applying, sees the new generation and ends.
+        self.join_replica_thread();
         *role = Role::Primary;
         self.link_up.store(false, Ordering::Release);
         self.sync_in_progress.store(false, Ordering::Release);
@@ -319,7 +382,8 @@ impl Replication {
                 s.second_offset = -1;
             }
             s.synced = true;
-            e.log().set_mirroring(false);
+            s.replica = false;
+            e.set_mirroring(false);
         }
         self.save_state(s);
         self.is_replica.store(false, Ordering::Release);

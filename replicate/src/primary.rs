@@ -58,6 +58,10 @@ pub(crate) fn serve(
     let log = engine.log();
     repl.links.lock().unwrap().push(link.clone());
     repl.nlinks.fetch_add(1, Ordering::AcqRel);
+    if repl.is_replica() {
+        // REPLICAOF came between the check above and the push: no chained replication.
+        link.stop();
+    }
     log.set_eager(true);
     repl.update_hold(engine);
 
@@ -153,6 +157,8 @@ fn stream(
     }
     let mut last_send = Instant::now();
     let mut getack_seen = repl.getack.load(Ordering::Acquire);
+    let mut last_lag_check = Instant::now();
+    let start_tail = if full { log.tail_addr() } else { 0 };
     loop {
         if link.stop.load(Ordering::Acquire) {
             return Err("the connection was closed".into());
@@ -209,18 +215,24 @@ fn stream(
             sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
             last_send = Instant::now();
         }
+        // A replica that cannot keep up holds the primary's log on disk: past
+        // repl-backlog-size of records behind, it is dropped (and resyncs).
+        if last_lag_check.elapsed() >= Duration::from_millis(100) {
+            last_lag_check = Instant::now();
+            // (During a full resync, what was written since it began.)
+            let behind = log.data_after(cursor.max(start_tail));
+            let limit = repl.settings.backlog_size.load(Ordering::Relaxed);
+            if behind > limit {
+                return Err(format!(
+                    "{behind} bytes behind, past repl-backlog-size {limit}: it resyncs"
+                ));
+            }
+        }
         if cursor != before {
             link.sent.store(cursor - delta, Ordering::Release);
             link.hold.store(cursor, Ordering::Release);
             repl.update_hold(engine);
             continue;
-        }
-        let behind = log.written_addr().saturating_sub(cursor);
-        let limit = repl.settings.backlog_size.load(Ordering::Relaxed);
-        if caught_up && behind > limit {
-            return Err(format!(
-                "{behind} bytes behind, past repl-backlog-size {limit}: it resyncs"
-            ));
         }
         if repl.getack.load(Ordering::Acquire) == getack_seen {
             log.wait_stream(cursor, Duration::from_millis(100));

@@ -135,6 +135,12 @@ fn session(
         ("?".to_string(), "-1".to_string())
     };
     let line = command(&mut sock, &["PSYNC", &id, &off])?;
+    // From here on this thread changes the node: not once REPLICAOF moved on (it waits for
+    // this thread to end before it acts).
+    let applying = repl.apply_lock.lock().unwrap();
+    if repl.generation.load(Ordering::Acquire) != generation {
+        return Ok(());
+    }
     if let Some(rest) = line.strip_prefix("+FULLRESYNC ") {
         let mut it = rest.split(' ');
         let (Some(replid), Some(first)) =
@@ -144,6 +150,11 @@ fn session(
         };
         eprintln!("segkv: full resync from {h}:{port} (history {replid}) starting");
         repl.sync_in_progress.store(true, Ordering::Release);
+        // A restart from here on must start the full resync again.
+        let mut s = st.clone();
+        s.synced = false;
+        s.replica = true;
+        repl.save_state(s);
         *bulk = Some(
             engine
                 .mirror_reset()
@@ -152,12 +163,14 @@ fn session(
         // Place the primary's segments past everything this log ever had, so its addresses
         // keep growing.
         let delta = engine.log().active_next_base().saturating_sub(first);
+        engine.log().set_history_delta(delta);
         repl.save_state(State {
             replid: replid.to_string(),
             replid2: NO_ID.into(),
             second_offset: -1,
             delta,
             synced: false,
+            replica: true,
         });
     } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
         let id = rest.trim();
@@ -174,9 +187,10 @@ fn session(
         return Err(format!("PSYNC: the primary replied {line}"));
     }
     *need_full = false;
-    engine.log().set_mirroring(true);
+    engine.set_mirroring(true);
     repl.link_up.store(true, Ordering::Release);
     repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
+    drop(applying);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acker = {
@@ -187,9 +201,13 @@ fn session(
             .spawn(move || acknowledge(&repl, &*host, ack_sock, generation, &stop))
     };
     let r = receive(repl, engine, &mut sock, generation, need_full, bulk);
-    if bulk.is_some() {
-        // Cut short: the next connection starts a full resync again.
+    if let Some(b) = bulk.take() {
+        // Cut short: the partial copy goes (the old data set stays), and the next
+        // connection starts a full resync again.
         *need_full = true;
+        if let Err(e) = engine.mirror_abandon(b) {
+            eprintln!("segkv: dropping an incomplete full resync: {e}");
+        }
     }
     stop.store(true, Ordering::Release);
     repl.ack_soon(false);

@@ -19,6 +19,9 @@ pub struct State {
     /// A replica has a complete copy of `replid`'s history up to its log's tail (false while a
     /// full resync is under way: a restart then starts the full resync again).
     pub synced: bool,
+    /// The node was last a replica (its log a copy): started as a primary, it forks a new
+    /// history from where its log ends.
+    pub replica: bool,
 }
 
 pub const NO_ID: &str = "0000000000000000000000000000000000000000";
@@ -50,6 +53,7 @@ impl State {
             second_offset: -1,
             delta: 0,
             synced: true,
+            replica: false,
         }
     }
 
@@ -83,6 +87,7 @@ impl State {
                     }
                 }
                 "synced" => s.synced = v == "1",
+                "replica" => s.replica = v == "1",
                 _ => {}
             }
         }
@@ -98,12 +103,13 @@ impl State {
         let mut f = std::fs::File::create(&tmp)?;
         write!(
             f,
-            "replid {}\nreplid2 {}\nsecond_offset {}\ndelta {}\nsynced {}\n",
+            "replid {}\nreplid2 {}\nsecond_offset {}\ndelta {}\nsynced {}\nreplica {}\n",
             self.replid,
             self.replid2,
             self.second_offset,
             self.delta,
-            u8::from(self.synced)
+            u8::from(self.synced),
+            u8::from(self.replica)
         )?;
         f.sync_all()?;
         std::fs::rename(&tmp, Self::path(dir))?;
@@ -124,6 +130,7 @@ mod tests {
             second_offset: 12345,
             delta: 1 << 27,
             synced: false,
+            replica: true,
         };
         s.save(d.path()).unwrap();
         assert_eq!(State::load(d.path()), s);

@@ -91,6 +91,7 @@ fn main() {
         .parse()
         .unwrap_or(2 << 20);
     let srv = Shared::loading(cfg, Some(loading.clone())).arc();
+    ecfg.history_delta = srv.repl.delta();
     if let Some((h, p)) = replicaof
         && let Some(host) = srv.host()
     {
@@ -161,6 +162,9 @@ fn main() {
                 let w = s.clone();
                 engine.on_durable(Box::new(move |_addr| w.wake_all()));
                 s.repl.attach(&engine);
+                if !s.repl.is_replica() {
+                    s.repl.start_as_primary(&engine);
+                }
                 s.set_engine(engine);
                 let c = s.clone();
                 std::thread::Builder::new()

@@ -252,7 +252,12 @@ impl Worker {
         self.srv.connected.fetch_sub(1, Relaxed);
         let (id, offset) = c.session.handoff.take().unwrap_or_default();
         let mut sock: std::net::TcpStream = c.sock.into();
-        if sock.set_nonblocking(false).is_err() {
+        // Blocking from here, but never for long on this worker's thread.
+        if sock.set_nonblocking(false).is_err()
+            || sock
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .is_err()
+        {
             return;
         }
         // Replies queued before PSYNC (the handshake's) go first.

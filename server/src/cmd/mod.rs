@@ -426,6 +426,10 @@ pub fn engine_err(e: EngineError) -> Reply {
         EngineError::Log(segkv_log::LogError::Failed(why)) => {
             Reply::error(format!("MISCONF Errors writing to the AOF file: {why}"))
         }
+        // A write that raced REPLICAOF: refused as dispatch refuses it on a replica.
+        EngineError::ReadOnly => {
+            Reply::err("READONLY You can't write against a read only replica.")
+        }
         e => Reply::error(format!("ERR {e}")),
     }
 }
