@@ -204,6 +204,8 @@ struct Shared {
     own_active: AtomicBool,
     /// Local address minus history address (replication; Retire records carry history).
     history_delta: AtomicU64,
+    /// Bytes of records at the tail kept for replicas (`set_backlog`).
+    backlog: AtomicU64,
     /// Replication senders blocked in `wait_stream`.
     readers_waiting: std::sync::atomic::AtomicUsize,
     readers_mx: Mutex<()>,
@@ -396,6 +398,7 @@ impl Log {
             empties: Mutex::new(Vec::new()),
             own_active: AtomicBool::new(!reopened_tail),
             history_delta: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
             readers_waiting: std::sync::atomic::AtomicUsize::new(0),
             readers_mx: Mutex::new(()),
             readers_cv: Condvar::new(),
@@ -860,7 +863,10 @@ impl Log {
             let settled = seg.is_sealed()
                 && !std::ptr::eq(&**self.sh.active.load(&g), &*seg)
                 && self.durable_addr() >= seg.next_base();
-            if !settled || seg.next_base() > self.sh.retire_hold.load(Ordering::Acquire) {
+            if !settled
+                || seg.next_base() > self.sh.retire_hold.load(Ordering::Acquire)
+                || self.in_backlog(seg.base + seg.data_end_now())
+            {
                 return Ok(0);
             }
             self.sh.table.replace(t.without(&seg), &g);
@@ -921,7 +927,21 @@ impl Log {
     /// Whether the segment at `base` can be retired now (settled, and no replica still
     /// reads it).
     pub fn may_retire(&self, info: &SegmentInfo) -> bool {
-        info.settled && info.next_base <= self.sh.retire_hold.load(Ordering::Acquire)
+        info.settled
+            && info.next_base <= self.sh.retire_hold.load(Ordering::Acquire)
+            && !self.in_backlog(info.base + SEGMENT_HEADER_LEN + info.data_bytes)
+    }
+
+    /// Keep the last `bytes` of records (the replication backlog: a replica whose link drops
+    /// resumes from there). 0: none.
+    pub fn set_backlog(&self, bytes: u64) {
+        self.sh.backlog.store(bytes, Ordering::Release);
+    }
+
+    /// Whether a segment whose data ends at `end` is part of the backlog.
+    fn in_backlog(&self, end: u64) -> bool {
+        let backlog = self.sh.backlog.load(Ordering::Acquire);
+        backlog > 0 && self.data_after(end) < backlog
     }
 
     /// Bytes of segment files deleted by `retire` so far.

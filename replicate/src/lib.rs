@@ -96,6 +96,8 @@ pub struct Replication {
     /// The replica thread's acknowledgement sender waits here.
     ack_mx: Mutex<bool>,
     ack_cv: Condvar,
+    /// A replica attached once: the log keeps `repl-backlog-size` of its tail.
+    pub backlog_active: AtomicBool,
     pub link_up: AtomicBool,
     pub sync_in_progress: AtomicBool,
     /// Unix ms of the last bytes from the primary.
@@ -142,7 +144,7 @@ impl Replication {
             role: Mutex::new(Role::Primary),
             is_replica: AtomicBool::new(false),
             settings: Settings {
-                backlog_size: AtomicU64::new(256 << 20),
+                backlog_size: AtomicU64::new(64 << 20),
                 timeout_s: AtomicU64::new(60),
                 ping_period_s: AtomicU64::new(10),
             },
@@ -156,6 +158,7 @@ impl Replication {
             replica_thread: Mutex::new(None),
             ack_mx: Mutex::new(false),
             ack_cv: Condvar::new(),
+            backlog_active: AtomicBool::new(false),
             link_up: AtomicBool::new(false),
             sync_in_progress: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),

@@ -58,6 +58,10 @@ pub(crate) fn serve(
     let log = engine.log();
     repl.links.lock().unwrap().push(link.clone());
     repl.nlinks.fetch_add(1, Ordering::AcqRel);
+    // From the first replica on, the log's tail is kept as a backlog (Redis creates its
+    // backlog then too): a replica whose link drops resumes with a partial resync.
+    repl.backlog_active.store(true, Ordering::Release);
+    log.set_backlog(repl.settings.backlog_size.load(Ordering::Relaxed));
     if repl.is_replica() {
         // REPLICAOF came between the check above and the push: no chained replication.
         link.stop();

@@ -113,13 +113,13 @@ static DEFS: &[Def] = &[
     def!("maxmemory-eviction-tenacity", Kind::Int(0, 100), "10", true),
     def!("maxmemory-clients", Kind::Mem(0, i64::MAX), "0", true),
     def!("replicaof", "slaveof", Kind::ReplicaOf, "", false),
-    // The backlog is the log on disk a replica still has to read: kept up to this many bytes
-    // behind the tail (a replica further behind is dropped and resyncs). Redis's default is
-    // 1mb of memory; segkv's costs disk only, and a segment alone is 16mb.
+    // The backlog is the log's tail, kept on disk once a replica has attached (the cleaner
+    // leaves it alone), and how far behind a replica may fall before it is dropped and
+    // resyncs. Redis's default is 1mb of memory; segkv's costs disk, and a segment is 16mb.
     def!(
         "repl-backlog-size",
         Kind::Mem(1 << 20, i64::MAX),
-        "268435456",
+        "67108864",
         true
     ),
     def!("repl-timeout", Kind::Int(1, I32), "60", true),

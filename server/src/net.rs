@@ -599,6 +599,11 @@ pub fn shutdown_now(srv: &Shared) -> ! {
     if !srv.repl.is_replica() {
         crate::memory::write_checkpoint(engine, "at shutdown");
     }
+    // A clean close: the active segment's file ends at its data, which tells the next start
+    // that nothing acknowledged to a replica can be missing (its replication id holds).
+    if let Err(e) = engine.log().close() {
+        eprintln!("segkv: closing the log at shutdown failed: {e}");
+    }
     eprintln!("segkv: bye");
     std::process::exit(0);
 }

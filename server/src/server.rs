@@ -549,6 +549,11 @@ impl Shared {
             .store(num("min-replicas-max-lag"), Relaxed);
         let rs = &self.repl.settings;
         rs.backlog_size.store(num("repl-backlog-size"), Relaxed);
+        if self.repl.backlog_active.load(Relaxed)
+            && let Some(e) = self.engine.loaded()
+        {
+            e.log().set_backlog(num("repl-backlog-size"));
+        }
         rs.timeout_s.store(num("repl-timeout"), Relaxed);
         rs.ping_period_s
             .store(num("repl-ping-replica-period"), Relaxed);
