@@ -131,13 +131,7 @@ impl Replication {
     /// `listening_port` is what this node tells a primary (REPLCONF listening-port).
     pub fn open(dir: impl Into<PathBuf>, listening_port: u16) -> Arc<Replication> {
         let dir = dir.into();
-        let _ = std::fs::create_dir_all(&dir);
-        let fresh = !dir.join(state::FILE).exists();
         let state = State::load(&dir);
-        if fresh {
-            // The history id must outlive a restart: replicas continue from it.
-            let _ = state.save(&dir);
-        }
         Arc::new(Replication {
             dir,
             state: Mutex::new(state),
@@ -180,6 +174,10 @@ impl Replication {
             }
         }));
         engine.log().set_history_delta(self.delta());
+        if !self.dir.join(state::FILE).exists() {
+            // The history id must outlive a restart: replicas continue from it.
+            self.save_state(self.state());
+        }
         if self.is_replica() {
             engine.set_mirroring(true);
         }
