@@ -1,14 +1,20 @@
 //! Helpers for segkv's end-to-end tests: build and locate the real `segkv-server` binary, start
 //! it on a free port with a temporary data directory, wait until it answers PING (once it has
 //! loaded its data; [`Server::start_loading_in`] returns as soon as it answers at all), and kill
-//! it when the handle is dropped. Also a raw RESP client for byte-exact comparisons, and a handle
-//! on a real `redis-server` when one is installed, to diff replies against.
+//! it when the handle is dropped. Also a raw RESP client for byte-exact comparisons, a handle
+//! on a real `redis-server` when one is installed, to diff replies against, and a TCP proxy
+//! that cuts and throttles connections ([`Proxy`]) for replication's fault tests. Set
+//! `SEGKV_E2E_STDERR=1` to see the servers' logs.
 //!
 //! ```no_run
 //! let srv = segkv_e2e::Server::start(&[]);
 //! let mut con = srv.client();
 //! let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
 //! ```
+
+pub mod proxy;
+
+pub use proxy::Proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -251,9 +257,19 @@ fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
         ])
         .args(opts)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(server_stderr())
         .spawn()
         .expect("spawn segkv-server")
+}
+
+/// Where a server's log goes: nowhere, or this process's stderr when `SEGKV_E2E_STDERR` is set
+/// (to see what the servers of a failing test said).
+fn server_stderr() -> Stdio {
+    if std::env::var_os("SEGKV_E2E_STDERR").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
 }
 
 impl Drop for Server {
