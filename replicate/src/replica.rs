@@ -129,7 +129,9 @@ fn session(
     )?;
     let st = repl.state();
     let offset = repl.offset(engine);
-    let (id, off) = if st.synced && !*need_full {
+    // A node with nothing in its log asks for everything (`PSYNC ? -1`, as a fresh Redis).
+    let empty = engine.log().data_bytes() == 0;
+    let (id, off) = if st.synced && !*need_full && !empty {
         (st.replid.clone(), offset.to_string())
     } else {
         ("?".to_string(), "-1".to_string())
