@@ -210,8 +210,6 @@ struct Shared {
     readers_waiting: std::sync::atomic::AtomicUsize,
     readers_mx: Mutex<()>,
     readers_cv: Condvar,
-    /// Wake the flusher on every commit (replicas are tailing: ship bytes at once).
-    eager: AtomicBool,
     _lock: std::fs::File,
 }
 
@@ -265,16 +263,10 @@ impl Pending<'_> {
             .commit_word(self.off)
             .store(self.len | bits, Ordering::Release);
         self.done = true;
-        let eager = self.log.sh.eager.load(Ordering::Relaxed);
         if self.log.sh.cfg.fsync == FsyncPolicy::Always
             || self.log.sh.flusher_deep.load(Ordering::Relaxed)
-            || eager
         {
-            // (Its fence also orders the commit word before `tell_readers`' check.)
             self.log.kick();
-        }
-        if eager {
-            self.log.tell_readers();
         }
     }
 }
@@ -402,7 +394,6 @@ impl Log {
             readers_waiting: std::sync::atomic::AtomicUsize::new(0),
             readers_mx: Mutex::new(()),
             readers_cv: Condvar::new(),
-            eager: AtomicBool::new(false),
             _lock: lock,
         });
         let sh2 = sh.clone();
@@ -951,11 +942,6 @@ impl Log {
 
     // ---- Replication: a primary streams its log, a replica appends the same bytes. ----
 
-    /// Wake the flusher on every commit, whatever the policy (replicas are tailing the log).
-    pub fn set_eager(&self, on: bool) {
-        self.sh.eager.store(on, Ordering::Relaxed);
-    }
-
     /// Segments that reach past `addr` are not retired until the hold moves (`u64::MAX`: no
     /// hold). A primary holds the oldest address a connected replica still has to read.
     pub fn set_retire_hold(&self, addr: u64) {
@@ -1054,9 +1040,8 @@ impl Log {
         (Stream::Data(cursor), seg.base + p)
     }
 
-    /// Blocks a reader of the stream until there may be something at `cursor` (a commit or a
-    /// new segment), `wake_readers`, or `timeout`. Writers pay for this only while the log is
-    /// eager (replicas attached) and someone waits.
+    /// Blocks a reader of the stream until there may be something at `cursor` (a new
+    /// segment, `notify_readers` after commits, `wake_readers`), or `timeout`.
     pub fn wait_stream(&self, cursor: u64, timeout: Duration) {
         self.sh.readers_waiting.fetch_add(1, Ordering::SeqCst);
         let g = self.sh.readers_mx.lock().unwrap();
@@ -1077,6 +1062,16 @@ impl Log {
         if self.sh.readers_waiting.load(Ordering::Relaxed) > 0 {
             self.wake_readers();
         }
+    }
+
+    /// Tells readers blocked in `wait_stream` that records were committed. Call it once per
+    /// batch of writes (the server does, per round of its event loop, as Redis writes to its
+    /// replicas once per round): a fence and a load when no reader waits.
+    pub fn notify_readers(&self) {
+        // Orders the commits before the check; pairs with the count `wait_stream` raises
+        // before it looks at the commit words.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.tell_readers();
     }
 
     /// Base address of the segment that would follow the active one.
@@ -1206,7 +1201,8 @@ impl Log {
             }
             p += len;
         }
-        self.kick();
+        // (No kick: the flusher finds the copy on its next round; a replica's durability
+        // only gates acknowledgements, and GETACK asks for a sync.)
         let mut p = 0;
         while p < bytes.len() {
             let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());

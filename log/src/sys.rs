@@ -23,3 +23,22 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Makes the calling thread yield the CPU to the others of the process: `nice` is added to
+/// its niceness (a thread may lower its own priority, not raise it back). Background work
+/// (a replica's full resync) uses it so that clients' requests keep their latency.
+pub fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid and getpriority/setpriority take plain integers and touch no memory of
+    // ours; PRIO_PROCESS with a thread id addresses that one thread on Linux.
+    let r = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let cur = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (cur + nice).min(19))
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

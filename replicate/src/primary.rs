@@ -66,7 +66,6 @@ pub(crate) fn serve(
         // REPLICAOF came between the check above and the push: no chained replication.
         link.stop();
     }
-    log.set_eager(true);
     repl.update_hold(engine);
 
     let st = repl.state();
@@ -80,6 +79,7 @@ pub(crate) fn serve(
         Some(l) if same && log.holds_position(l) => (l, false),
         _ => (first_segment(engine, delta), true),
     };
+
     link.hold.store(cursor, Ordering::Release);
     link.sent.store(cursor - delta, Ordering::Release);
     repl.update_hold(engine);
@@ -116,7 +116,27 @@ pub(crate) fn serve(
                     }
                 })
         };
-        if let Err(e) = stream(&repl, engine, &link, &mut sock, cursor, delta, full) {
+        // Streaming the whole log is background work: a thread of lower priority does it,
+        // so the workers' requests keep their latency; tailing goes on at normal priority.
+        let copied = if full {
+            std::thread::scope(|sc| {
+                let sock = &mut sock;
+                let (repl, link) = (&*repl, &*link);
+                sc.spawn(move || {
+                    let _ = segkv_log::sys::lower_thread_priority(10);
+                    stream(repl, engine, link, sock, cursor, delta, true)
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the full resync thread panicked".into()))
+            })
+        } else {
+            Ok(Some(cursor))
+        };
+        let r = match copied {
+            Ok(Some(cursor)) => stream(&repl, engine, &link, &mut sock, cursor, delta, false),
+            other => other,
+        };
+        if let Err(e) = r {
             eprintln!("segkv: replica {}:{} dropped: {e}", link.ip, port);
         }
         link.stop();
@@ -128,9 +148,7 @@ pub(crate) fn serve(
         .lock()
         .unwrap()
         .retain(|l| !Arc::ptr_eq(l, &link));
-    if repl.nlinks.fetch_sub(1, Ordering::AcqRel) == 1 {
-        log.set_eager(false);
-    }
+    repl.nlinks.fetch_sub(1, Ordering::AcqRel);
     repl.update_hold(engine);
 }
 
@@ -152,7 +170,7 @@ fn stream(
     mut cursor: u64,
     delta: u64,
     full: bool,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let log = engine.log();
     let mut out = Vec::with_capacity(CHUNK + 64);
     let mut caught_up = !full;
@@ -218,6 +236,10 @@ fn stream(
         if !out.is_empty() {
             sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
             last_send = Instant::now();
+        }
+        if full && caught_up {
+            // The full resync is done: the caller tails from here.
+            return Ok(Some(cursor));
         }
         // A replica that cannot keep up holds the primary's log on disk: past
         // repl-backlog-size of records behind, it is dropped (and resyncs).

@@ -478,7 +478,7 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
     let always = srv.appendfsync == FsyncPolicy::Always;
     let mut touched = false;
     // One shared-counter update per batch instead of per command.
-    let mut ran = Ran(0, &srv.stats.commands_processed);
+    let mut ran = Ran(0, srv, false);
     loop {
         if c.out.len() - c.sent > OUT_HIGH
             || c.closing
@@ -528,6 +528,7 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
                 drop(args);
                 c.parser.consume();
                 ran.0 += 1;
+                ran.2 |= outcome.wrote;
                 if outcome.drop_connection {
                     eprintln!(
                         "segkv: possible SECURITY ATTACK detected (HTTP request to the RESP port); connection dropped"
@@ -572,12 +573,18 @@ fn run_commands<S>(srv: &Shared, c: &mut Conn<S>, buf: &[u8]) -> Result<(), ()> 
 }
 
 /// Adds the commands run in a batch to the shared counter when the batch ends, however it ends.
-struct Ran<'a>(u64, &'a std::sync::atomic::AtomicU64);
+/// Also tells replication senders once per batch that a write committed records.
+struct Ran<'a>(u64, &'a Shared, bool);
 
 impl Drop for Ran<'_> {
     fn drop(&mut self) {
         if self.0 > 0 {
-            self.1.fetch_add(self.0, Relaxed);
+            self.1.stats.commands_processed.fetch_add(self.0, Relaxed);
+        }
+        if self.2
+            && let Some(e) = self.1.engine.loaded()
+        {
+            e.log().notify_readers();
         }
     }
 }
