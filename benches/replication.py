@@ -6,7 +6,8 @@ time on fresh data directories and free local ports:
 
   full sync   a primary loaded with --keys keys of --value bytes (redis-benchmark SET -r, so
               about keys * (1 - 1/e) distinct keys), then a replica started with replicaof.
-              Time from the replica's start until it reports the sync done (segkv: INFO
+              Once the primary is idle (segkv cleans the load's overwrites first), time from
+              the replica's start until it reports the sync done (segkv: INFO
               master_sync_in_progress:0 with master_link_status:up; Redis the same), and the
               rate over the primary's data (segkv: its log bytes; Redis: used_memory_dataset).
               Then a second replica syncs while redis-benchmark GET (-c 50) runs on the
@@ -172,11 +173,28 @@ def sync_replica(kind, args, tmp, name, primary, extra):
     return r, rc, time.monotonic() - r.started
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(p, limit=60):
+    """Waits until the server uses under 5% of a core (segkv cleans after a load)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        a = cpu_seconds(p.p.pid)
+        time.sleep(0.5)
+        if cpu_seconds(p.p.pid) - a < 0.025:
+            return
+
+
 def full_sync(kind, args, tmp):
     extra = ["--appendfsync", "everysec"] if kind == "segkv" else []
     p = Server(kind, args, tmp, f"{kind}-primary", extra)
     try:
         load(p.port, args)
+        settle(p)
         pc = Conn(p.port)
         size = data_bytes(kind, pc)
         # The rate: a replica syncing on an otherwise idle machine.

@@ -1010,9 +1010,20 @@ impl Log {
         if off > end || off < SEGMENT_HEADER_LEN {
             return (Stream::Gone, cursor);
         }
+        let mem = seg.mem(&g);
+        let mut out = out;
+        if let Some(out) = out.as_deref_mut()
+            && mem.is_file()
+            && off < end
+        {
+            // A flushed segment: read the file instead of touching its mapping (a full
+            // resync would otherwise fault every page of the log into this process).
+            if let Some(n) = Self::read_records(&seg.file, off, end, max, out) {
+                return (Stream::Data(cursor), seg.base + off + n);
+            }
+        }
         // Whole records whose writers are done (committed or aborted: they never change
         // again), as the flusher walks them.
-        let mem = seg.mem(&g);
         let mut p = off;
         while p < end && (p == off || p - off < max as u64) {
             let w = mem.commit_word(p as usize).load(Ordering::Acquire);
@@ -1038,6 +1049,51 @@ impl Log {
             out.extend_from_slice(mem.bytes(off as usize, (p - off) as usize));
         }
         (Stream::Data(cursor), seg.base + p)
+    }
+
+    /// Reads whole records of a flushed segment's `file` from `off` (before `end`), about
+    /// `max` bytes (at least one record), onto `out`; returns how many bytes. None if the file
+    /// cannot be read as expected (the caller reads the mapping instead).
+    fn read_records(
+        file: &std::fs::File,
+        off: u64,
+        end: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let start = out.len();
+        let want = (end - off).min(max.max(4) as u64) as usize;
+        out.resize(start + want, 0);
+        let walk = |b: &[u8]| {
+            let mut q = 0;
+            while q + 4 <= b.len() {
+                let w = u32::from_le_bytes(b[q..q + 4].try_into().unwrap());
+                let step = record::pad((w & LEN_MASK) as usize);
+                if w & DONE == 0 || step == 0 || q + step > b.len() {
+                    break;
+                }
+                q += step;
+            }
+            q
+        };
+        let mut n = match file.read_exact_at(&mut out[start..], off) {
+            Ok(()) => walk(&out[start..]),
+            Err(_) => 0,
+        };
+        if n == 0 && want >= 4 {
+            // The first record is longer than `max`: read all of it.
+            let w = u32::from_le_bytes(out[start..start + 4].try_into().unwrap());
+            let step = record::pad((w & LEN_MASK) as usize);
+            if w & DONE != 0 && step > 0 && off + step as u64 <= end {
+                out.resize(start + step, 0);
+                if file.read_exact_at(&mut out[start..], off).is_ok() {
+                    n = walk(&out[start..]);
+                }
+            }
+        }
+        out.truncate(start + n);
+        (n > 0).then_some(n as u64)
     }
 
     /// Blocks a reader of the stream until there may be something at `cursor` (a new

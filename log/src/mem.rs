@@ -45,6 +45,11 @@ impl SegMem {
         Ok(SegMem::File(m))
     }
 
+    /// A sealed segment's file mapping (not a write buffer).
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self, SegMem::File(_))
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             SegMem::Buf(m) => m.len(),

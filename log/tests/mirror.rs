@@ -17,7 +17,7 @@ fn pump(primary: &Log, replica: &Log, mut cursor: u64, delta: u64) -> u64 {
     let mut data = Vec::new();
     loop {
         data.clear();
-        match primary.read_stream(cursor, 64 << 10, &mut data) {
+        match primary.read_stream(cursor, 4 << 10, &mut data) {
             (Stream::Segment(mut h), next) => {
                 h.base += delta;
                 replica.mirror_segment(h).unwrap();
