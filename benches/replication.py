@@ -248,7 +248,7 @@ def lag(kind, args, tmp):
                     if time.perf_counter() > deadline:
                         raise RuntimeError(f"{kind}: probe {i} not on the replica after 5 s")
                     # Poll gently: a tight loop would keep a replica core busy answering.
-                    time.sleep(0.0002)
+                    time.sleep(args.poll)
                 lags.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.01)
         finally:
@@ -271,6 +271,7 @@ def main():
     ap.add_argument("--get-requests", type=int, default=300_000)
     ap.add_argument("--probes", type=int, default=500)
     ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P of the SET load")
+    ap.add_argument("--poll", type=float, default=0.0002, help="seconds between the probe's GETs")
     ap.add_argument("--only", choices=["full", "lag"])
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--segkv-bin", default=os.path.join(ROOT, "target/release/segkv-server"))
