@@ -206,6 +206,9 @@ struct Shared {
     history_delta: AtomicU64,
     /// Bytes of records at the tail kept for replicas (`set_backlog`).
     backlog: AtomicU64,
+    /// The next segment's write buffer, its pages allocated by the idle flusher (zeroing
+    /// 16 MiB is otherwise a writer's or a replica's cost when a segment starts).
+    spare: Mutex<Option<SegMem>>,
     /// Replication senders blocked in `wait_stream`.
     readers_waiting: std::sync::atomic::AtomicUsize,
     readers_mx: Mutex<()>,
@@ -391,6 +394,7 @@ impl Log {
             own_active: AtomicBool::new(!reopened_tail),
             history_delta: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
+            spare: Mutex::new(None),
             readers_waiting: std::sync::atomic::AtomicUsize::new(0),
             readers_mx: Mutex::new(()),
             readers_cv: Condvar::new(),
@@ -523,7 +527,8 @@ impl Log {
                 .store(END_MARK, Ordering::Release);
         }
         seg.data_end.store(off, Ordering::Release);
-        let new = match Segment::create_with(&self.sh.cfg.dir, header, len) {
+        let spare = self.sh.spare.lock().unwrap().take();
+        let new = match Segment::create_in(&self.sh.cfg.dir, header, len, spare) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 // The writer that found the disk full gets the failure every later one gets.
@@ -1399,6 +1404,9 @@ impl Flusher {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 // Re-check after announcing idleness, so a commit or kick in between is not lost.
                 let failed = self.sh.failed.load(Ordering::Acquire);
+                if !failed && !deep {
+                    self.prepare_spare();
+                }
                 if failed || !self.has_work() {
                     let nap = if deep {
                         Duration::from_millis(100)
@@ -1561,6 +1569,21 @@ impl Flusher {
         self.sh.written.store(start, Ordering::Release);
         self.advance_durable(start);
         true
+    }
+
+    /// Allocates the next segment's buffer while there is nothing to flush (at most one).
+    fn prepare_spare(&self) {
+        let size = self.sh.segment_size.load(Ordering::Relaxed) as usize;
+        let mut spare = self.sh.spare.lock().unwrap();
+        if spare.as_ref().is_some_and(|s| s.len() == size) {
+            return;
+        }
+        // (Never while holding the lock for long: allocation happens outside it.)
+        drop(spare);
+        if let Ok(m) = SegMem::anon_touched(size) {
+            spare = self.sh.spare.lock().unwrap();
+            *spare = Some(m);
+        }
     }
 
     fn advance_durable(&self, addr: u64) {

@@ -212,6 +212,16 @@ impl Segment {
         header: SegmentHeader,
         first: u64,
     ) -> Result<Segment, LogError> {
+        Self::create_in(dir, header, first, None)
+    }
+
+    /// As `create_with`, writing into `buf` when it is a zeroed buffer of the right size.
+    pub(crate) fn create_in(
+        dir: &Path,
+        header: SegmentHeader,
+        first: u64,
+        buf: Option<SegMem>,
+    ) -> Result<Segment, LogError> {
         let SegmentHeader { base, capacity, .. } = header;
         let path = dir.join(segment_file_name(base));
         let file = OpenOptions::new()
@@ -227,8 +237,11 @@ impl Segment {
         allocate(&file, capacity).map_err(|e| LogError::io("allocate segment", &path, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
             .map_err(|e| LogError::io("write segment header", &path, e))?;
-        let mem = SegMem::anon(capacity as usize)
-            .map_err(|e| LogError::io("allocate segment buffer", &path, e))?;
+        let mem = match buf.filter(|b| b.len() == capacity as usize) {
+            Some(b) => b,
+            None => SegMem::anon(capacity as usize)
+                .map_err(|e| LogError::io("allocate segment buffer", &path, e))?,
+        };
         mem.write(0, &header);
         Ok(Segment {
             base,
