@@ -220,10 +220,24 @@ impl Engine {
             replay.visit(addr, &rec, now);
         })?;
         log.set_history_delta(cfg.history_delta);
-        // A segment a Retire record names was deleted, or was about to be when the process
-        // stopped: finish the job (its live records were copied before the record was written).
-        for b in std::mem::take(&mut replay.retired) {
-            log.retire_quiet(b.saturating_add(cfg.history_delta))?;
+        // A segment a Retire record names was being deleted when the process stopped (its
+        // live records were copied before the record was written): it is left out of the
+        // index as if it were gone, and then it goes.
+        let doomed: Vec<(u64, u64)> = {
+            let named: Vec<u64> = std::mem::take(&mut replay.retired)
+                .into_iter()
+                .map(|b| b.saturating_add(cfg.history_delta))
+                .collect();
+            log.segments()
+                .iter()
+                .filter(|s| !s.active && named.contains(&s.base))
+                .map(|s| (s.base, s.next_base))
+                .collect()
+        };
+        if !doomed.is_empty() {
+            for recs in replay.tables.iter_mut() {
+                recs.retain(|r| !doomed.iter().any(|&(lo, hi)| (lo..hi).contains(&r.addr())));
+            }
         }
         if ckpt.is_some() {
             // Everything the checkpoint covers must still be in the log (only a damaged log
@@ -286,6 +300,9 @@ impl Engine {
             engine.keyspaces[ks].index.replace(index, &g);
         }
         drop(g);
+        for (base, _) in doomed {
+            engine.log.retire_quiet(base)?;
+        }
         engine.recovery = RecoveryInfo {
             report,
             keys_loaded: loaded,
