@@ -1404,7 +1404,9 @@ impl Flusher {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 // Re-check after announcing idleness, so a commit or kick in between is not lost.
                 let failed = self.sh.failed.load(Ordering::Acquire);
-                if !failed && !deep {
+                // (Only on a replica: a primary keeps no buffer it does not use yet, every
+                // byte of its memory counts against the data.)
+                if !failed && !deep && self.sh.mirroring.load(Ordering::Relaxed) {
                     self.prepare_spare();
                 }
                 if failed || !self.has_work() {
