@@ -8,9 +8,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use segkv_log::epoch::pin;
 use segkv_log::segment::{SEGMENT_HEADER_LEN, UNIT, segment_file_name};
-use segkv_log::{FsyncPolicy, Kind, Log, RecordSpec, Stream, WriterKind};
+use segkv_log::{FsyncPolicy, Kind, Log, Stream, WriterKind};
 
 /// Copies everything the primary has written from `cursor` on; returns the new cursor.
 fn pump(primary: &Log, replica: &Log, mut cursor: u64, delta: u64) -> u64 {
@@ -33,23 +32,6 @@ fn pump(primary: &Log, replica: &Log, mut cursor: u64, delta: u64) -> u64 {
             (Stream::Gone, _) => panic!("cursor {cursor:#x} is gone"),
         }
     }
-}
-
-fn put_abort(log: &Log, key: &[u8]) {
-    let g = pin();
-    let p = log
-        .append(
-            &RecordSpec {
-                kind: Kind::Put,
-                keyspace: 0,
-                key,
-                value: b"aborted",
-                expire_at: None,
-            },
-            &g,
-        )
-        .unwrap();
-    p.abort();
 }
 
 /// Every segment file of the primary equals the replica's at base + delta, byte for byte,
@@ -117,7 +99,9 @@ proptest! {
                 Op::Put(k, n) => {
                     put(&primary, &[k], &vec![k; n]);
                 }
-                Op::Abort(k) => put_abort(&primary, &[k]),
+                Op::Abort(k) => {
+                    put_aborted(&primary, &[k], b"aborted");
+                }
                 Op::Big => {
                     put(&primary, b"big", &vec![7u8; 40 << 10]);
                 }

@@ -45,6 +45,15 @@ pub fn open(c: LogConfig) -> Result<(Log, Vec<Rec>, RecoveryReport), segkv_log::
 
 /// Appends and commits one Put; returns its address.
 pub fn put(log: &Log, key: &[u8], value: &[u8]) -> u64 {
+    put_then(log, key, value, true)
+}
+
+/// Appends one Put and aborts it (its writer lost a race); returns its address.
+pub fn put_aborted(log: &Log, key: &[u8], value: &[u8]) -> u64 {
+    put_then(log, key, value, false)
+}
+
+fn put_then(log: &Log, key: &[u8], value: &[u8], commit: bool) -> u64 {
     let g = pin();
     let p = log
         .append(
@@ -59,7 +68,11 @@ pub fn put(log: &Log, key: &[u8], value: &[u8]) -> u64 {
         )
         .unwrap();
     let a = p.addr();
-    p.commit();
+    if commit {
+        p.commit();
+    } else {
+        p.abort();
+    }
     a
 }
 
