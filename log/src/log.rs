@@ -969,9 +969,9 @@ impl Log {
         t.segs.iter().flatten().next().map_or(0, |s| s.base)
     }
 
-    /// Whether a reader of the log could start at `addr`: a segment's start, or a record
-    /// boundary inside one at or below its written data. (Used to accept a partial resync:
-    /// the caller knows `addr` is a boundary of the same history.)
+    /// Whether a reader of the log could start at `addr`: a segment's start, or a position
+    /// inside one at or below its data's end. (Used to accept a partial resync: the caller
+    /// knows `addr` is a record boundary of the same history.)
     pub fn holds_position(&self, addr: u64) -> bool {
         let g = pin();
         let t = self.sh.table.load(&g);

@@ -47,8 +47,6 @@ pub struct Link {
     pub ip: String,
     /// The port it listens on (REPLCONF listening-port).
     pub port: u16,
-    /// History offset streamed to it so far.
-    pub sent: AtomicU64,
     /// History offset it acknowledged as durable.
     pub ack: AtomicU64,
     /// When it last acknowledged (unix ms).
@@ -69,8 +67,6 @@ pub struct Settings {
     pub backlog_size: AtomicU64,
     /// `repl-timeout` in seconds.
     pub timeout_s: AtomicU64,
-    /// `repl-ping-replica-period` in seconds.
-    pub ping_period_s: AtomicU64,
 }
 
 /// Replication state shared by the server's threads.
@@ -87,8 +83,6 @@ pub struct Replication {
     getack: AtomicU64,
     /// Bumped by every REPLICAOF: a replica thread of an older generation stops.
     generation: AtomicU64,
-    /// Held while a replica thread applies what it received (promotion waits for it).
-    apply_lock: Mutex<()>,
     /// The replica thread's connection (cut on REPLICAOF).
     replica_sock: Mutex<Option<TcpStream>>,
     /// The replica thread (joined before the next REPLICAOF takes effect).
@@ -102,9 +96,7 @@ pub struct Replication {
     pub sync_in_progress: AtomicBool,
     /// Unix ms of the last bytes from the primary.
     pub last_io_ms: AtomicU64,
-    /// The primary's offset, as its last heartbeat said.
-    pub primary_offset: AtomicU64,
-    /// Bytes received from the primary (INFO's slave_read_repl_offset is offset-based).
+    /// Full and partial resyncs this node served as a primary (INFO stats `sync_*`).
     pub full_syncs: AtomicU64,
     pub partial_syncs_ok: AtomicU64,
     pub partial_syncs_err: AtomicU64,
@@ -140,14 +132,12 @@ impl Replication {
             settings: Settings {
                 backlog_size: AtomicU64::new(64 << 20),
                 timeout_s: AtomicU64::new(60),
-                ping_period_s: AtomicU64::new(10),
             },
             links: Mutex::new(Vec::new()),
             nlinks: AtomicUsize::new(0),
             next_link_id: AtomicU64::new(0),
             getack: AtomicU64::new(0),
             generation: AtomicU64::new(0),
-            apply_lock: Mutex::new(()),
             replica_sock: Mutex::new(None),
             replica_thread: Mutex::new(None),
             ack_mx: Mutex::new(false),
@@ -156,7 +146,6 @@ impl Replication {
             link_up: AtomicBool::new(false),
             sync_in_progress: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),
-            primary_offset: AtomicU64::new(0),
             full_syncs: AtomicU64::new(0),
             partial_syncs_ok: AtomicU64::new(0),
             partial_syncs_err: AtomicU64::new(0),

@@ -46,7 +46,6 @@ pub(crate) fn serve(
             .map(|a| a.ip().to_string())
             .unwrap_or_default(),
         port,
-        sent: AtomicU64::new(0),
         ack: AtomicU64::new(0),
         last_ack_ms: AtomicU64::new(unix_ms()),
         online: AtomicBool::new(false),
@@ -81,7 +80,6 @@ pub(crate) fn serve(
     };
 
     link.hold.store(cursor, Ordering::Release);
-    link.sent.store(cursor - delta, Ordering::Release);
     repl.update_hold(engine);
     let line = if full {
         repl.full_syncs.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +253,6 @@ fn stream(
             }
         }
         if cursor != before {
-            link.sent.store(cursor - delta, Ordering::Release);
             link.hold.store(cursor, Ordering::Release);
             repl.update_hold(engine);
             continue;

@@ -139,7 +139,6 @@ fn session(
     let line = command(&mut sock, &["PSYNC", &id, &off])?;
     // From here on this thread changes the node: not once REPLICAOF moved on (it waits for
     // this thread to end before it acts).
-    let applying = repl.apply_lock.lock().unwrap();
     if repl.generation.load(Ordering::Acquire) != generation {
         return Ok(());
     }
@@ -192,7 +191,6 @@ fn session(
     engine.set_mirroring(true);
     repl.link_up.store(true, Ordering::Release);
     repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
-    drop(applying);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acker = {
@@ -275,7 +273,6 @@ fn receive(
             }
             Err(e) => return Err(format!("read: {e}")),
         }
-        let _applying = repl.apply_lock.lock().unwrap();
         if repl.generation.load(Ordering::Acquire) != generation {
             return Ok(());
         }
@@ -366,10 +363,8 @@ fn apply(
             }
             Ok(())
         }
-        Frame::Ping { offset } => {
-            repl.primary_offset.store(offset, Ordering::Relaxed);
-            Ok(())
-        }
+        // (Its arrival is what counts: master_last_io_seconds_ago.)
+        Frame::Ping { .. } => Ok(()),
         Frame::GetAck => {
             repl.ack_soon(true);
             Ok(())

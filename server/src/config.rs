@@ -123,6 +123,8 @@ static DEFS: &[Def] = &[
         true
     ),
     def!("repl-timeout", Kind::Int(1, I32), "60", true),
+    // Accepted for compatibility: a primary sends its heartbeat every second (so that
+    // master_last_io_seconds_ago stays near 0).
     def!(
         "repl-ping-replica-period",
         "repl-ping-slave-period",

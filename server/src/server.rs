@@ -555,8 +555,6 @@ impl Shared {
             e.log().set_backlog(num("repl-backlog-size"));
         }
         rs.timeout_s.store(num("repl-timeout"), Relaxed);
-        rs.ping_period_s
-            .store(num("repl-ping-replica-period"), Relaxed);
         drop(c);
         if let Some(e) = self.engine.loaded() {
             crate::memory::apply(self, e);

@@ -282,13 +282,9 @@ pub fn info_lines(srv: &Shared, out: &mut String) {
 
 /// Why a write is refused on replication grounds (Redis's READONLY and NOREPLICAS), if it is.
 pub fn refuse_write(srv: &Shared) -> Option<Reply> {
+    // Whatever `replica-read-only` says: a writable replica's writes would not be in its
+    // primary's log, and segkv's replicas hold nothing else.
     if srv.repl.is_replica() {
-        if srv.limits.replica_read_only.load(Relaxed) {
-            return Some(Reply::err(
-                "READONLY You can't write against a read only replica.",
-            ));
-        }
-        // A writable replica's writes would not be in its primary's log: segkv has none.
         return Some(Reply::err(
             "READONLY You can't write against a read only replica.",
         ));
