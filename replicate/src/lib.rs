@@ -185,7 +185,9 @@ impl Replication {
     }
 
     pub(crate) fn save_state(&self, s: State) {
-        if let Err(e) = s.save(&self.dir) {
+        // (REPLICAOF from the config comes before the engine has created the directory.)
+        let saved = std::fs::create_dir_all(&self.dir).and_then(|()| s.save(&self.dir));
+        if let Err(e) = saved {
             eprintln!("segkv: cannot save the replication state: {e}");
         }
         *self.state.lock().unwrap() = s;
