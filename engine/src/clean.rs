@@ -401,7 +401,9 @@ impl Engine {
 impl Engine {
     /// Index upkeep from the background: moves resizes along (a resize otherwise advances only
     /// with reads and writes, keeping two tables alive on an idle server) and shrinks tables
-    /// left mostly empty by deletes, expiry or eviction, so their memory goes back.
+    /// left mostly empty by deletes, expiry or eviction, so their memory goes back. Migrates
+    /// at most `max_chunks` chunks of 4096 slots per keyspace (writers' own chunks are small:
+    /// the bulk of a migration is done here, off the request path).
     pub fn maintain_index(&self, max_chunks: usize) {
         let g = pin();
         for (ks, k) in self.keyspaces.iter().enumerate() {
@@ -413,7 +415,7 @@ impl Engine {
             }
             let index = k.index.load(&g);
             for _ in 0..max_chunks {
-                if !index.help_migrate(&self.log, &g) {
+                if !index.help_migrate_bulk(&self.log, &g) {
                     break;
                 }
             }

@@ -156,7 +156,8 @@ pub fn run_cleaner(srv: Arc<Shared>) {
                 }
             }
         }
-        e.maintain_index(64);
+        // A resize's migration, 8k slots a round (~1M a second), a few ms of work.
+        e.maintain_index(2);
         // Frees whose readers are gone (retired segments, replaced buffers and index tables).
         segkv_engine::reclaim_memory();
         let every = srv.limits.checkpoint_interval.load(Relaxed);
