@@ -26,6 +26,7 @@ pub use api::*;
 #[cfg(not(shuttle))]
 pub use store::{
     BulkLoad, CheckpointInfo, CleanerStats, Engine, EvictPolicy, MAX_DATABASES, RecoveryInfo,
+    Settle,
 };
 
 /// Runs the deferred frees whose readers are gone (segments, write buffers, index tables):

@@ -133,8 +133,9 @@ impl Engine {
     }
 
     /// The full resynchronization's copy is complete: the index built from the copied records
-    /// replaces the old one at once, and the old segments go.
-    pub fn mirror_finish(&self, bulk: BulkLoad) -> Result<(), EngineError> {
+    /// replaces the old one at once (reads see the new data set from here on). What is left
+    /// (making the copy durable, deleting the old segments) is [`Engine::mirror_settle`]'s.
+    pub fn mirror_finish(&self, bulk: BulkLoad) -> Result<Settle, EngineError> {
         let BulkLoad {
             replay,
             old,
@@ -161,7 +162,15 @@ impl Engine {
         }
         drop(g);
         segkv_log::epoch::flush();
-        // Nothing points into the old segments any more; the copy is durable before they go.
+        Ok(Settle { old, retires })
+    }
+
+    /// After [`Engine::mirror_finish`]: waits until the copy is durable, then deletes the old
+    /// segments (nothing points into them any more) and applies the Retire records copied
+    /// meanwhile. A crash before it returns leaves the replica to start a full resync again
+    /// (its state says the copy is not complete until then).
+    pub fn mirror_settle(&self, settle: Settle) -> Result<(), EngineError> {
+        let Settle { old, retires } = settle;
         self.log.sync()?;
         // This node's own replicas (dropped when it became a replica) may still hold some
         // for a moment.
@@ -185,6 +194,13 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A full resynchronization whose data set is in place, before its copy is durable.
+#[derive(Debug)]
+pub struct Settle {
+    old: Vec<u64>,
+    retires: Vec<(u64, u64)>,
 }
 
 /// A full resynchronization under way: the copied records, gathered as a replay does.

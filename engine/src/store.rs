@@ -21,7 +21,7 @@ mod clean;
 mod mirror;
 pub use access::EvictPolicy;
 pub use clean::CleanerStats;
-pub use mirror::BulkLoad;
+pub use mirror::{BulkLoad, Settle};
 
 /// Keyspaces are fixed ids stored in records; databases map onto them (SWAPDB swaps the map).
 pub const MAX_DATABASES: usize = 16;

@@ -26,7 +26,8 @@ pub(crate) fn run(
     let mut reported = String::new();
     while current(&repl) {
         let Some(engine) = host.engine() else {
-            std::thread::sleep(Duration::from_millis(100));
+            // (Still loading: the link starts as soon as the data set is in.)
+            std::thread::sleep(Duration::from_millis(5));
             continue;
         };
         eprintln!("segkv: connecting to primary {h}:{port}");
@@ -345,22 +346,28 @@ fn apply(
             Ok(())
         }
         Frame::CaughtUp => {
-            if let Some(b) = bulk.take() {
-                let t = Instant::now();
-                engine
-                    .mirror_finish(b)
-                    .map_err(|e| format!("finishing the full resync: {e}"))?;
-                eprintln!(
-                    "segkv: full resync: index built and copy synced in {:.3} s",
-                    t.elapsed().as_secs_f64()
-                );
-            }
-            if repl.sync_in_progress.swap(false, Ordering::AcqRel) {
-                let mut s = repl.state();
-                s.synced = true;
-                repl.save_state(s);
-                eprintln!("segkv: full resync done: this replica holds its primary's data set");
-            }
+            let Some(b) = bulk.take() else {
+                return Ok(());
+            };
+            let t = Instant::now();
+            let settle = engine
+                .mirror_finish(b)
+                .map_err(|e| format!("finishing the full resync: {e}"))?;
+            let built = t.elapsed();
+            // The new data set is served from here on (as Redis's replica serves once its
+            // RDB is loaded); it becomes this replica's for good once the copy is durable.
+            repl.sync_in_progress.store(false, Ordering::Release);
+            engine
+                .mirror_settle(settle)
+                .map_err(|e| format!("finishing the full resync: {e}"))?;
+            let mut s = repl.state();
+            s.synced = true;
+            repl.save_state(s);
+            eprintln!(
+                "segkv: full resync done: this replica holds its primary's data set (index built in {:.3} s, copy durable {:.3} s later)",
+                built.as_secs_f64(),
+                (t.elapsed() - built).as_secs_f64()
+            );
             Ok(())
         }
         // (Its arrival is what counts: master_last_io_seconds_ago.)
