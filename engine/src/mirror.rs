@@ -5,7 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use segkv_log::epoch::pin;
-use segkv_log::{Kind, RecordView};
+use segkv_log::record::{self, Scanned};
+use segkv_log::segment::SEGMENT_HEADER_LEN;
+use segkv_log::{Kind, RecordView, Stream};
 
 use super::{Engine, MAX_DATABASES, Plan, Replay, checkpoint};
 use crate::api::EngineError;
@@ -141,8 +143,14 @@ impl Engine {
             old,
             retires,
         } = bulk;
+        self.install_replay(replay);
+        Ok(Settle { old, retires })
+    }
+
+    /// Builds each keyspace's index from `replay` aside (the current ones serve reads
+    /// meanwhile) and swaps them in at once, with its database map.
+    fn install_replay(&self, replay: Replay) {
         let g = pin();
-        // Built aside (the old index still serves reads meanwhile), swapped in at once.
         let mut built = Vec::with_capacity(MAX_DATABASES);
         for recs in replay.tables {
             built.push(if recs.is_empty() {
@@ -162,7 +170,65 @@ impl Engine {
         }
         drop(g);
         segkv_log::epoch::flush();
-        Ok(Settle { old, retires })
+    }
+
+    /// Cuts this replica's log back to `cut` (local address), where its new primary's history
+    /// forks from the one it copied: the index is rebuilt from the records before `cut`, then
+    /// the records from `cut` on are deleted. Returns false, changing nothing, when it cannot
+    /// be done: `cut` is not a record boundary of this log, or a Retire record past it was
+    /// applied (the segment it named is gone here, and its records' copies are past `cut`).
+    /// Call it on the replication thread, with no record being applied.
+    pub fn mirror_truncate(&self, cut: u64) -> Result<bool, EngineError> {
+        let log = &self.log;
+        let tail = log.tail_addr();
+        if cut >= tail {
+            return Ok(cut == tail);
+        }
+        let now = self.now_ms();
+        let mut replay = Replay::new(std::array::from_fn(|i| i as u8));
+        let mut cursor = log.first_base();
+        let mut buf = Vec::new();
+        let mut boundary = false;
+        loop {
+            buf.clear();
+            let (found, next) = log.read_stream(cursor, 4 << 20, &mut buf);
+            match found {
+                Stream::Segment(h) => boundary |= h.base + SEGMENT_HEADER_LEN == cut,
+                Stream::Data(at) => {
+                    let mut p = 0;
+                    while p < buf.len() {
+                        let addr = at + p as u64;
+                        boundary |= addr == cut;
+                        match record::scan(&buf[p..]) {
+                            Ok(Scanned::Record(r, len)) => {
+                                if addr + len as u64 <= cut {
+                                    replay.visit(addr, &r, now);
+                                } else if addr < cut {
+                                    return Ok(false); // `cut` is inside this record
+                                } else if r.kind == Kind::Retire {
+                                    return Ok(false);
+                                }
+                                p += len;
+                            }
+                            Ok(Scanned::Invalid(len)) => p += len,
+                            _ => break,
+                        }
+                    }
+                    boundary |= next == cut;
+                }
+                Stream::Wait => break,
+                Stream::Gone => return Ok(false),
+            }
+            cursor = next;
+        }
+        if !boundary {
+            return Ok(false);
+        }
+        self.install_replay(replay);
+        // No reader may still hold an address past `cut` (one that loaded the old index).
+        segkv_log::epoch::synchronize();
+        log.mirror_truncate(cut)?;
+        Ok(true)
     }
 
     /// After [`Engine::mirror_finish`]: waits until the copy is durable, then deletes the old

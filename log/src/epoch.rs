@@ -14,6 +14,22 @@ pub fn flush() {
     pin().flush();
 }
 
+/// Waits until every guard pinned before the call has been dropped (values replaced before
+/// it can no longer be held by anyone): an RCU synchronize on top of crossbeam's epochs.
+pub fn synchronize() {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let g = pin();
+        let d = done.clone();
+        g.defer(move || d.store(true, Ordering::Release));
+        g.flush();
+    }
+    while !done.load(Ordering::Acquire) {
+        pin().flush();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 pub struct EpochCell<T: Send + 'static> {
     ptr: Atomic<T>,
 }

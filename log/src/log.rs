@@ -123,11 +123,13 @@ impl SegTable {
             first_unit = unit;
         }
         let idx = (unit - first_unit) as usize;
-        while segs.len() < idx {
-            segs.push(None);
+        let end = idx + seg.units() as usize;
+        if segs.len() < end {
+            segs.resize(end, None);
         }
-        for _ in 0..seg.units() {
-            segs.push(Some(seg.clone()));
+        // (In place when the segment replaces one: `mirror_truncate`.)
+        for s in &mut segs[idx..end] {
+            *s = Some(seg.clone());
         }
         SegTable { first_unit, segs }
     }
@@ -202,6 +204,9 @@ struct Shared {
     empties: Mutex<Vec<u64>>,
     /// The active segment is this log's own (not a copy of a primary's).
     own_active: AtomicBool,
+    /// A segment (and offset in it) the flusher continues with instead of its own
+    /// (`mirror_truncate`); it takes it and clears this.
+    flusher_reset: Mutex<Option<(Arc<Segment>, u64)>>,
     /// Local address minus history address (replication; Retire records carry history).
     history_delta: AtomicU64,
     /// Bytes of records at the tail kept for replicas (`set_backlog`).
@@ -392,6 +397,7 @@ impl Log {
             retire_hold: AtomicU64::new(u64::MAX),
             empties: Mutex::new(Vec::new()),
             own_active: AtomicBool::new(!reopened_tail),
+            flusher_reset: Mutex::new(None),
             history_delta: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             spare: Mutex::new(None),
@@ -1176,6 +1182,63 @@ impl Log {
         Ok(())
     }
 
+    /// Cuts a replica's log back to `cut`, a record boundary in it: every record at or past
+    /// it goes, from memory and from disk, and copying continues there (the replica's
+    /// primary was promoted from a replica that had received less: their histories fork at
+    /// `cut`). The caller made sure that nothing refers to records past `cut` any more (the
+    /// index was rebuilt without them, and readers that could hold an address past it are
+    /// gone) and that no other thread appends.
+    pub fn mirror_truncate(&self, cut: u64) -> Result<(), LogError> {
+        self.sync()?;
+        let g = pin();
+        let _l = self.sh.table_lock.lock().unwrap();
+        let t = self.sh.table.load(&g);
+        let Some(seg) = t.get(cut).cloned() else {
+            return Err(LogError::Mirror(format!("no segment holds {cut:#x}")));
+        };
+        let off = cut - seg.base;
+        if off < SEGMENT_HEADER_LEN || off > seg.data_end_now().min(seg.capacity) {
+            return Err(LogError::Mirror(format!(
+                "{cut:#x} is not in the data of the segment at {:#x}",
+                seg.base
+            )));
+        }
+        let later: Vec<Arc<Segment>> = t.list().into_iter().filter(|s| s.base > seg.base).collect();
+        // Newest first, then the cut: a crash on the way leaves a log that still ends in
+        // whole records past the fork (the next handshake cuts it again), never one with a
+        // hole before records it kept.
+        for s in later.iter().rev() {
+            std::fs::remove_file(&s.path)
+                .map_err(|e| LogError::io("delete segment", &s.path, e))?;
+        }
+        sync_dir(&self.sh.cfg.dir)
+            .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
+        let new = Arc::new(Segment::reopen_at(&seg, off, &g)?);
+        let mut table = t.without(&seg);
+        for s in &later {
+            table = table.without(s);
+        }
+        self.sh.table.replace(table.with(new.clone()), &g);
+        self.sh.active.replace(new.clone(), &g);
+        self.sh.own_active.store(false, Ordering::Release);
+        self.sh.empties.lock().unwrap().retain(|&b| b < seg.base);
+        self.sh.written.store(cut, Ordering::Release);
+        self.sh.durable.store(cut, Ordering::Release);
+        *self.sh.flusher_reset.lock().unwrap() = Some((new, off));
+        drop(_l);
+        drop(g);
+        crate::epoch::flush();
+        // The flusher continues with the new segment before anything is appended to it.
+        while self.sh.flusher_reset.lock().unwrap().is_some() {
+            if self.sh.failed.load(Ordering::Relaxed) {
+                return Err(self.failure());
+            }
+            self.kick();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     fn retire_empties(&self, empties: &mut Vec<u64>) {
         if empties.is_empty() {
             return;
@@ -1459,6 +1522,12 @@ impl Flusher {
     }
 
     fn step(&mut self) -> bool {
+        if let Some((seg, off)) = self.sh.flusher_reset.lock().unwrap().take() {
+            self.cur = seg;
+            self.off = off;
+            self.synced = off;
+            return true;
+        }
         let g = pin();
         let cur = self.cur.clone();
         let mem = cur.mem(&g);

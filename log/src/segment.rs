@@ -280,7 +280,17 @@ impl Segment {
     /// write buffer and appends continue after it (a replica resumes the segment its primary
     /// is still writing).
     pub(crate) fn reopen(old: &Segment, guard: &EpochGuard) -> Result<Segment, LogError> {
-        let end = old.data_end_now();
+        Self::reopen_at(old, old.data_end_now(), guard)
+    }
+
+    /// As `reopen`, keeping only the bytes before `end` (a record boundary): the file is cut
+    /// there too, and zero-filled to its capacity again.
+    pub(crate) fn reopen_at(
+        old: &Segment,
+        end: u64,
+        guard: &EpochGuard,
+    ) -> Result<Segment, LogError> {
+        let cut = end < old.data_end_now();
         let mem = SegMem::anon(old.capacity as usize)
             .map_err(|e| LogError::io("allocate segment buffer", &old.path, e))?;
         mem.write(0, old.mem(guard).bytes(0, end as usize));
@@ -289,8 +299,16 @@ impl Segment {
             .write(true)
             .open(&old.path)
             .map_err(|e| LogError::io("open segment", &old.path, e))?;
+        if cut {
+            file.set_len(end)
+                .map_err(|e| LogError::io("truncate segment", &old.path, e))?;
+        }
         allocate(&file, old.capacity)
             .map_err(|e| LogError::io("allocate segment", &old.path, e))?;
+        if cut {
+            file.sync_data()
+                .map_err(|e| LogError::io("fsync segment", &old.path, e))?;
+        }
         let stats = SegStats::new();
         stats
             .dead

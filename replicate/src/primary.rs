@@ -71,11 +71,22 @@ pub(crate) fn serve(
     let delta = st.delta;
     let same = offset >= 0
         && (replid == st.replid || (replid == st.replid2 && offset <= st.second_offset));
-    let local = u64::try_from(offset)
-        .ok()
-        .and_then(|o| o.checked_add(delta));
+    // A replica of the same former primary that had received more than this node when it
+    // was promoted: its log goes past the fork. It cuts it back to the fork and goes on
+    // from there (instead of a full resync, which is all Redis offers it).
+    let past_fork =
+        offset >= 0 && st.second_offset >= 0 && replid == st.replid2 && offset > st.second_offset;
+    let local = if past_fork {
+        Some(st.second_offset as u64 + delta)
+    } else if same {
+        u64::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(delta))
+    } else {
+        None
+    };
     let (cursor, full) = match local {
-        Some(l) if same && log.holds_position(l) => (l, false),
+        Some(l) if log.holds_position(l) => (l, false),
         _ => (first_segment(engine, delta), true),
     };
 
@@ -87,6 +98,10 @@ pub(crate) fn serve(
             repl.partial_syncs_err.fetch_add(1, Ordering::Relaxed);
         }
         format!("+FULLRESYNC {} {}\r\n", st.replid, cursor - delta)
+    } else if past_fork {
+        repl.partial_syncs_ok.fetch_add(1, Ordering::Relaxed);
+        link.ack.store(st.second_offset as u64, Ordering::Release);
+        format!("+TRUNCATE {} {}\r\n", st.replid, st.second_offset)
     } else {
         repl.partial_syncs_ok.fetch_add(1, Ordering::Relaxed);
         link.ack.store(offset as u64, Ordering::Release);
@@ -98,6 +113,8 @@ pub(crate) fn serve(
         port,
         if full {
             "full resync"
+        } else if past_fork {
+            "partial resync from the fork (it cuts its log back to it)"
         } else {
             "partial resync accepted"
         }

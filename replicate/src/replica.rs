@@ -174,6 +174,34 @@ fn session(
             synced: false,
             replica: true,
         });
+    } else if let Some(rest) = line.strip_prefix("+TRUNCATE ") {
+        // The primary was promoted from a replica that had received less than this one: the
+        // histories fork at `fork`. This log is cut back to it and copying goes on from there.
+        let mut it = rest.split(' ');
+        let (Some(id), Some(fork)) = (it.next(), it.next().and_then(|f| f.parse::<u64>().ok()))
+        else {
+            return Err(format!("bad reply to PSYNC: {line}"));
+        };
+        engine.set_mirroring(true);
+        let cut = fork.checked_add(repl.delta()).ok_or("address overflow")?;
+        let t = Instant::now();
+        let done = engine
+            .mirror_truncate(cut)
+            .map_err(|e| format!("cutting the log back to offset {fork}: {e}"))?;
+        if !done {
+            *need_full = true;
+            return Err(format!(
+                "cannot cut the log back to offset {fork} (a segment it needs was retired past it): a full resync follows"
+            ));
+        }
+        let mut s = st.clone();
+        s.replid2 = std::mem::replace(&mut s.replid, id.to_string());
+        s.second_offset = fork as i64;
+        repl.save_state(s);
+        eprintln!(
+            "segkv: partial resync from {h}:{port}: log cut back to the fork at offset {fork} in {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
     } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
         let id = rest.trim();
         if !id.is_empty() && id != st.replid {

@@ -967,8 +967,28 @@ fn replicaof_at_runtime_replaces_the_nodes_own_data() {
 }
 
 #[test]
-fn sibling_ahead_of_the_promoted_replica_resyncs_in_full() {
-    let p = Server::start(&[]);
+fn sibling_ahead_of_the_promoted_replica_cuts_its_log_back_to_the_fork() {
+    cut_back_to_the_fork(&[], 500, true);
+}
+
+/// The same with segments of 1 MiB, and 3 MB written past the fork: the cut falls in a sealed
+/// segment, and the sibling deletes the ones after it.
+#[test]
+fn sibling_cuts_its_log_back_across_segments() {
+    cut_back_to_the_fork(&["--segment-size", "1mb"], 30_000, false);
+}
+
+/// A primary with 2000 keys and two replicas, A cut off from it and B still attached.
+struct Fork {
+    p: Server,
+    c: Connection,
+    _proxy: Proxy,
+    a: Server,
+    b: Server,
+}
+
+fn fork(primary_args: &[&str]) -> Fork {
+    let p = Server::start(primary_args);
     let mut c = connect(p.port);
     fill(&mut c, 0, "base", 2000, 100);
     // A reaches the primary through a proxy, B directly.
@@ -983,10 +1003,17 @@ fn sibling_ahead_of_the_promoted_replica_resyncs_in_full() {
     drop(nowhere);
     proxy.cut();
     online(&p, &[b.port]);
-    fill(&mut c, 1, "only-b", 500, 100);
-    q::<()>(&mut c, &["SET", "base:1", "only-b"]);
-    same_data(&p, &[&b]);
+    Fork {
+        p,
+        c,
+        _proxy: proxy,
+        a,
+        b,
+    }
+}
 
+/// A is promoted, writes `on-a`, and B follows it.
+fn promote_a_and_follow(a: &Server, b: &Server) -> (Connection, Connection) {
     let mut ac = connect(a.port);
     assert_eq!(q::<String>(&mut ac, &["REPLICAOF", "NO", "ONE"]), "OK");
     q::<()>(&mut ac, &["SET", "on-a", "1"]);
@@ -995,15 +1022,85 @@ fn sibling_ahead_of_the_promoted_replica_resyncs_in_full() {
         q::<String>(&mut bc, &["REPLICAOF", "127.0.0.1", &a.port.to_string()]),
         "OK"
     );
-    same_data(&a, &[&b]);
-    online(&a, &[b.port]);
-    // B held history A does not have: only a full resync makes them equal.
-    assert_eq!(stat(&a, "sync_full"), 1);
-    assert_eq!(stat(&a, "sync_partial_ok"), 0);
+    same_data(a, &[b]);
+    online(a, &[b.port]);
+    (ac, bc)
+}
+
+fn cut_back_to_the_fork(primary_args: &[&str], only_b: usize, flush: bool) {
+    let Fork {
+        p,
+        mut c,
+        _proxy,
+        a,
+        mut b,
+    } = fork(primary_args);
+    fill(&mut c, 1, "only-b", only_b, 100);
+    q::<()>(&mut c, &["SELECT", "0"]);
+    q::<()>(&mut c, &["SET", "base:1", "only-b"]);
+    q::<()>(&mut c, &["DEL", "base:2"]);
+    if flush {
+        q::<()>(&mut c, &["FLUSHDB"]);
+    }
+    same_data(&p, &[&b]);
+
+    let (mut ac, _) = promote_a_and_follow(&a, &b);
+    // B cut what A never had and took A's history from the fork: no full resync.
+    assert_eq!(stat(&a, "sync_full"), 0);
+    assert_eq!(stat(&a, "sync_partial_ok"), 1);
+    let mut bc = connect(b.port);
     assert_eq!(q::<String>(&mut bc, &["GET", "base:1"]), value(1, 100));
+    assert_eq!(q::<String>(&mut bc, &["GET", "base:2"]), value(2, 100));
     assert_eq!(q::<String>(&mut bc, &["GET", "on-a"]), "1");
+    assert_eq!(q::<i64>(&mut bc, &["DBSIZE"]), 2001);
     q::<()>(&mut bc, &["SELECT", "1"]);
     assert_eq!(q::<i64>(&mut bc, &["DBSIZE"]), 0);
+    // The cut is on disk: after a crash B replays only what is left, and resumes partially.
+    q::<()>(&mut ac, &["SET", "after-cut", "1"]);
+    same_data(&a, &[&b]);
+    drop(p); // (B restarts with --replicaof the old primary: point it at A again.)
+    b.kill9();
+    b.restart();
+    assert_eq!(
+        q::<String>(
+            &mut connect(b.port),
+            &["REPLICAOF", "127.0.0.1", &a.port.to_string()]
+        ),
+        "OK"
+    );
+    same_data(&a, &[&b]);
+    online(&a, &[b.port]);
+    assert_eq!((stat(&a, "sync_full"), stat(&a, "sync_partial_ok")), (0, 2));
+    q::<()>(&mut ac, &["SET", "after-restart", "1"]);
+    same_data(&a, &[&b]);
+}
+
+/// A sibling whose log holds, past the fork, a Retire record of its old primary's cleaner
+/// deleted that segment: its log cannot be cut back (the records the cleaner copied are
+/// past the fork too), so it takes a full resync.
+#[test]
+fn sibling_that_applied_a_retirement_past_the_fork_resyncs_in_full() {
+    let Fork {
+        p, _proxy, a, b, ..
+    } = fork(&[]);
+    // Overwrites in a loop: the primary's cleaner retires segments, and B with it.
+    let before = stat(&p, "segkv_cleaner_segments_cleaned");
+    let w = Writer::start(p.port, "churn", 200, u64::MAX);
+    eventually("the primary retired a segment", || {
+        let n = stat(&p, "segkv_cleaner_segments_cleaned");
+        if n > before {
+            Ok(())
+        } else {
+            Err(format!("{n} segments cleaned"))
+        }
+    });
+    w.stop();
+    same_data(&p, &[&b]);
+
+    let (_, mut bc) = promote_a_and_follow(&a, &b);
+    assert_eq!(stat(&a, "sync_full"), 1);
+    assert_eq!(q::<String>(&mut bc, &["GET", "on-a"]), "1");
+    assert_eq!(q::<Option<String>>(&mut bc, &["GET", "churn:1"]), None);
 }
 
 #[test]
