@@ -286,5 +286,10 @@ pub(crate) fn index_from(
 
 /// Removes a checkpoint that cannot be used (so the next start does not try it again).
 pub(crate) fn discard(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join(FILE));
+    if std::fs::remove_file(dir.join(FILE)).is_ok() {
+        // (Gone for good: a crash must not bring it back.)
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }

@@ -221,8 +221,16 @@ impl Engine {
             }
             cursor = next;
         }
-        if !boundary {
+        if !boundary || !log.can_cut(cut) {
             return Ok(false);
+        }
+        // Segments a Retire record before the cut names, still here (kept as backlog): out.
+        replay.leave_out_retired(log, log.history_delta());
+        // The index checkpoint (of this node's days as a primary) describes records past the
+        // cut: a restart must not load it.
+        {
+            let _one = self.checkpoint_lock.lock().unwrap();
+            checkpoint::discard(&self.cfg.dir);
         }
         self.install_replay(replay);
         // No reader may still hold an address past `cut` (one that loaded the old index).

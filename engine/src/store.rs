@@ -106,6 +106,28 @@ impl Replay {
         }
     }
 
+    /// Leaves out of the index the records of segments that Retire records name but that
+    /// are still in the log (deleted only once the record is durable, or kept as backlog);
+    /// returns their address ranges. `delta` turns the records' history bases local.
+    fn leave_out_retired(&mut self, log: &Log, delta: u64) -> Vec<(u64, u64)> {
+        let named: Vec<u64> = std::mem::take(&mut self.retired)
+            .into_iter()
+            .map(|b| b.saturating_add(delta))
+            .collect();
+        let doomed: Vec<(u64, u64)> = log
+            .segments()
+            .iter()
+            .filter(|s| !s.active && named.contains(&s.base))
+            .map(|s| (s.base, s.next_base))
+            .collect();
+        if !doomed.is_empty() {
+            for recs in self.tables.iter_mut() {
+                recs.retain(|r| !doomed.iter().any(|&(lo, hi)| (lo..hi).contains(&r.addr())));
+            }
+        }
+        doomed
+    }
+
     /// Pass 1: one record, in address order.
     fn visit(&mut self, addr: u64, rec: &RecordView<'_>, now: u64) {
         let ks = rec.keyspace as usize;
@@ -223,22 +245,7 @@ impl Engine {
         // A segment a Retire record names was being deleted when the process stopped (its
         // live records were copied before the record was written): it is left out of the
         // index as if it were gone, and then it goes.
-        let doomed: Vec<(u64, u64)> = {
-            let named: Vec<u64> = std::mem::take(&mut replay.retired)
-                .into_iter()
-                .map(|b| b.saturating_add(cfg.history_delta))
-                .collect();
-            log.segments()
-                .iter()
-                .filter(|s| !s.active && named.contains(&s.base))
-                .map(|s| (s.base, s.next_base))
-                .collect()
-        };
-        if !doomed.is_empty() {
-            for recs in replay.tables.iter_mut() {
-                recs.retain(|r| !doomed.iter().any(|&(lo, hi)| (lo..hi).contains(&r.addr())));
-            }
-        }
+        let doomed = replay.leave_out_retired(&log, cfg.history_delta);
         if ckpt.is_some() {
             // Everything the checkpoint covers must still be in the log (only a damaged log
             // is cut below a durable address).

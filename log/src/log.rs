@@ -211,9 +211,6 @@ struct Shared {
     history_delta: AtomicU64,
     /// Bytes of records at the tail kept for replicas (`set_backlog`).
     backlog: AtomicU64,
-    /// The next segment's write buffer, its pages allocated by the idle flusher (zeroing
-    /// 16 MiB is otherwise a writer's or a replica's cost when a segment starts).
-    spare: Mutex<Option<SegMem>>,
     /// Replication senders blocked in `wait_stream`.
     readers_waiting: std::sync::atomic::AtomicUsize,
     readers_mx: Mutex<()>,
@@ -400,7 +397,6 @@ impl Log {
             flusher_reset: Mutex::new(None),
             history_delta: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
-            spare: Mutex::new(None),
             readers_waiting: std::sync::atomic::AtomicUsize::new(0),
             readers_mx: Mutex::new(()),
             readers_cv: Condvar::new(),
@@ -513,28 +509,30 @@ impl Log {
             capacity,
             created_ms: crate::segment::now_ms(),
         };
-        let r = self.seal_and_start(seg, off, header, len, guard);
+        let r = self.seal_and_start(seg, off, header, len, false, guard);
         self.sh.own_active.store(true, Ordering::Release);
         r
     }
 
-    /// Seals `seg` with its data ending at `off` and installs a new active segment.
+    /// Seals `seg` with its data ending at `off` and installs a new active segment (`direct`:
+    /// one written straight to its file, see `mirror_segment`).
     fn seal_and_start<'g>(
         &'g self,
         seg: &'g Segment,
         off: u64,
         header: SegmentHeader,
         len: u64,
+        direct: bool,
         guard: &'g EpochGuard,
     ) -> Result<(&'g Segment, u64), LogError> {
         let mem = seg.mem(guard);
-        if off < seg.capacity {
+        // (A segment written to its file directly ends in the zeros it was allocated with.)
+        if off < seg.capacity && !mem.is_file() {
             mem.commit_word(off as usize)
                 .store(END_MARK, Ordering::Release);
         }
         seg.data_end.store(off, Ordering::Release);
-        let spare = self.sh.spare.lock().unwrap().take();
-        let new = match Segment::create_in(&self.sh.cfg.dir, header, len, spare) {
+        let new = match Segment::create_in(&self.sh.cfg.dir, header, len, direct) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 // The writer that found the disk full gets the failure every later one gets.
@@ -913,6 +911,11 @@ impl Log {
         self.sh.history_delta.store(delta, Ordering::Release);
     }
 
+    /// Local address minus history address (`set_history_delta`).
+    pub fn history_delta(&self) -> u64 {
+        self.sh.history_delta.load(Ordering::Acquire)
+    }
+
     /// Bytes of records at or after `addr` (how far a replica reading from there is behind).
     pub fn data_after(&self, addr: u64) -> u64 {
         let g = pin();
@@ -961,6 +964,17 @@ impl Log {
 
     /// The log copies a primary's: no Retire records of its own.
     pub fn set_mirroring(&self, on: bool) {
+        let direct_tail = {
+            let g = pin();
+            self.sh.active.load(&g).mem(&g).is_file()
+        };
+        if !on && self.mirroring() && direct_tail {
+            // The copied tail segment was written straight to its file: this node's own
+            // writers need a write buffer. Its records are copied into one, in place.
+            if let Err(e) = self.reopen_tail_at(self.tail_addr()) {
+                self.fail(format!("reopening the last segment for writes: {e}"));
+            }
+        }
         self.sh.mirroring.store(on, Ordering::Release);
     }
 
@@ -1171,7 +1185,7 @@ impl Log {
         // An empty segment of its own goes (a copied one stays: the primary has it too).
         let empty = off <= SEGMENT_HEADER_LEN && self.sh.own_active.load(Ordering::Acquire);
         let old_base = seg.base;
-        self.seal_and_start(seg, off, header, 0, &g)?;
+        self.seal_and_start(seg, off, header, 0, true, &g)?;
         self.sh.own_active.store(false, Ordering::Release);
         let mut empties = self.sh.empties.lock().unwrap();
         if empty {
@@ -1189,30 +1203,35 @@ impl Log {
     /// index was rebuilt without them, and readers that could hold an address past it are
     /// gone) and that no other thread appends.
     pub fn mirror_truncate(&self, cut: u64) -> Result<(), LogError> {
+        self.reopen_tail_at(cut)
+    }
+
+    /// Makes the segment holding `cut` the active one again, with a write buffer holding its
+    /// records before `cut`; the records from `cut` on (in it and in later segments) go.
+    fn reopen_tail_at(&self, cut: u64) -> Result<(), LogError> {
         self.sync()?;
         let g = pin();
         let _l = self.sh.table_lock.lock().unwrap();
         let t = self.sh.table.load(&g);
-        let Some(seg) = t.get(cut).cloned() else {
-            return Err(LogError::Mirror(format!("no segment holds {cut:#x}")));
+        let Some(seg) = Self::segment_to_cut(t, cut) else {
+            return Err(LogError::Mirror(format!(
+                "{cut:#x} is not the end of a record in this log"
+            )));
         };
         let off = cut - seg.base;
-        if off < SEGMENT_HEADER_LEN || off > seg.data_end_now().min(seg.capacity) {
-            return Err(LogError::Mirror(format!(
-                "{cut:#x} is not in the data of the segment at {:#x}",
-                seg.base
-            )));
-        }
         let later: Vec<Arc<Segment>> = t.list().into_iter().filter(|s| s.base > seg.base).collect();
-        // Newest first, then the cut: a crash on the way leaves a log that still ends in
-        // whole records past the fork (the next handshake cuts it again), never one with a
-        // hole before records it kept.
+        // Newest first, each deletion durable before the next, then the cut: a crash on the
+        // way leaves a log that still ends in whole records past the fork (the next
+        // handshake cuts it again), never one with a hole before records it kept.
         for s in later.iter().rev() {
-            std::fs::remove_file(&s.path)
-                .map_err(|e| LogError::io("delete segment", &s.path, e))?;
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("delete segment", &s.path, e)),
+            }
+            sync_dir(&self.sh.cfg.dir)
+                .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
         }
-        sync_dir(&self.sh.cfg.dir)
-            .map_err(|e| LogError::io("fsync data directory", &self.sh.cfg.dir, e))?;
         let new = Arc::new(Segment::reopen_at(&seg, off, &g)?);
         let mut table = t.without(&seg);
         for s in &later {
@@ -1224,6 +1243,8 @@ impl Log {
         self.sh.empties.lock().unwrap().retain(|&b| b < seg.base);
         self.sh.written.store(cut, Ordering::Release);
         self.sh.durable.store(cut, Ordering::Release);
+        // (A sync asked for up to the old tail is done: the flusher must not chase it.)
+        self.sh.sync_target.fetch_min(cut, Ordering::AcqRel);
         *self.sh.flusher_reset.lock().unwrap() = Some((new, off));
         drop(_l);
         drop(g);
@@ -1233,10 +1254,29 @@ impl Log {
             if self.sh.failed.load(Ordering::Relaxed) {
                 return Err(self.failure());
             }
+            if self.sh.shutdown.load(Ordering::Acquire) {
+                return Err(LogError::Mirror("the log is closing".into()));
+            }
             self.kick();
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+
+    /// The segment whose data `cut` ends or falls in (a segment's end, when segments follow
+    /// each other without a gap, is the next one's base: that one is not it).
+    fn segment_to_cut(t: &SegTable, cut: u64) -> Option<Arc<Segment>> {
+        t.list().into_iter().rev().find(|s| {
+            s.base < cut
+                && cut - s.base >= SEGMENT_HEADER_LEN
+                && cut - s.base <= s.data_end_now().min(s.capacity)
+        })
+    }
+
+    /// Whether `mirror_truncate(cut)` can cut this log at `cut` (a segment holds it within
+    /// its data).
+    pub fn can_cut(&self, cut: u64) -> bool {
+        Self::segment_to_cut(self.sh.table.load(&pin()), cut).is_some()
     }
 
     fn retire_empties(&self, empties: &mut Vec<u64>) {
@@ -1301,9 +1341,20 @@ impl Log {
                 }
             }
         }
+        let mem = seg.mem(&g);
+        let direct = mem.is_file();
+        if direct {
+            // A segment copied straight into its file (`mirror_segment`): the bytes go to
+            // the page cache in one write, and the flusher only syncs them. `reserved` moves
+            // after the write: the flusher syncs up to it.
+            std::os::unix::fs::FileExt::write_all_at(&seg.file, bytes, off).map_err(|e| {
+                let e = LogError::io("write segment", &seg.path, e);
+                self.fail(e.to_string());
+                e
+            })?;
+        }
         seg.reserved
             .store(off + bytes.len() as u64, Ordering::Release);
-        let mem = seg.mem(&g);
         self.sh
             .appended_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -1314,9 +1365,11 @@ impl Log {
             let w = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
             let rlen = (w & LEN_MASK) as usize;
             let len = record::pad(rlen);
-            let at = off as usize + p;
-            mem.write(at + 4, &bytes[p + 4..p + len]);
-            mem.commit_word(at).store(w, Ordering::Release);
+            if !direct {
+                let at = off as usize + p;
+                mem.write(at + 4, &bytes[p + 4..p + len]);
+                mem.commit_word(at).store(w, Ordering::Release);
+            }
             match record::decode_verified(&bytes[p..p + rlen]).filter(|_| w & INVALID == 0) {
                 Some(r) => seg.stats.note(r.kind, r.expire_at),
                 None => {
@@ -1467,11 +1520,6 @@ impl Flusher {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 // Re-check after announcing idleness, so a commit or kick in between is not lost.
                 let failed = self.sh.failed.load(Ordering::Acquire);
-                // (Only on a replica: a primary keeps no buffer it does not use yet, every
-                // byte of its memory counts against the data.)
-                if !failed && !deep && self.sh.mirroring.load(Ordering::Relaxed) {
-                    self.prepare_spare();
-                }
                 if failed || !self.has_work() {
                     let nap = if deep {
                         Duration::from_millis(100)
@@ -1494,6 +1542,10 @@ impl Flusher {
         let mem = self.cur.mem(&g);
         if self.off >= self.cur.capacity || self.cur.is_sealed() {
             return true;
+        }
+        if mem.is_file() {
+            return self.cur.reserved.load(Ordering::Acquire) > self.off
+                || self.sh.sync_target.load(Ordering::Acquire) > self.cur.base + self.synced;
         }
         let w = mem.commit_word(self.off as usize).load(Ordering::Acquire);
         w & DONE != 0 || self.sh.sync_target.load(Ordering::Acquire) > self.cur.base + self.synced
@@ -1531,6 +1583,9 @@ impl Flusher {
         let g = pin();
         let cur = self.cur.clone();
         let mem = cur.mem(&g);
+        if mem.is_file() {
+            return self.step_direct(&cur, &g);
+        }
         let (mut p, mut end, mut batch) = Self::scan(&cur, mem, self.off);
         // Group commit: the writers woken by the last sync commit again while the next one
         // would already be running, and writers settle into two groups that alternate
@@ -1556,14 +1611,7 @@ impl Flusher {
                 }
             }
         }
-        let requested = self.sh.sync_target.load(Ordering::Acquire) > cur.base + self.synced;
-        let due = match self.sh.cfg.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
-            FsyncPolicy::No => false,
-        };
-        let sync = p > self.synced
-            && (due || requested || end || self.sh.shutdown.load(Ordering::Acquire));
+        let sync = self.sync_now(&cur, p, end);
         let mut progressed = false;
         if p > self.off || sync {
             let data = mem.bytes(self.off as usize, (p - self.off) as usize);
@@ -1585,15 +1633,70 @@ impl Flusher {
             if sync {
                 self.last_batch = batch;
                 self.last_sync_took = started.elapsed();
-                self.synced = p;
-                self.last_sync = Instant::now();
-                self.sh.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.advance_durable(cur.base + p);
+                self.synced_to(cur.base, p);
             }
             progressed = true;
         }
         if end && self.synced == p {
             progressed |= self.finish_segment(&cur, p, &g);
+        }
+        progressed
+    }
+
+    /// A sync of the current segment up to `p` is done.
+    fn synced_to(&mut self, base: u64, p: u64) {
+        self.synced = p;
+        self.last_sync = Instant::now();
+        self.sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.advance_durable(base + p);
+    }
+
+    /// Whether to sync `cur` up to `p` now (`end`: its data ends there): by the fsync
+    /// policy, a sync asked for, the segment's end, or shutdown.
+    fn sync_now(&self, cur: &Segment, p: u64, end: bool) -> bool {
+        let requested = self.sh.sync_target.load(Ordering::Acquire) > cur.base + self.synced;
+        let due = match self.sh.cfg.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
+            FsyncPolicy::No => false,
+        };
+        p > self.synced && (due || requested || end || self.sh.shutdown.load(Ordering::Acquire))
+    }
+
+    /// A round over a segment copied straight into its file (a replica's: `mirror_segment`):
+    /// its bytes are in the page cache already, up to `reserved`; they only need syncing.
+    fn step_direct(&mut self, cur: &Arc<Segment>, g: &EpochGuard) -> bool {
+        let data_end = cur.data_end.load(Ordering::Acquire);
+        let end = data_end != crate::segment::OPEN;
+        let p = if end {
+            data_end
+        } else {
+            let r = cur.reserved.load(Ordering::Acquire);
+            if r > cur.capacity {
+                return false; // being sealed: its end is known in a moment
+            }
+            r
+        };
+        let sync = self.sync_now(cur, p, end);
+        let mut progressed = false;
+        if p > self.off {
+            self.off = p;
+            self.sh.written.store(cur.base + p, Ordering::Release);
+            progressed = true;
+        }
+        if sync {
+            if let Err(e) = self.writer.sync(&cur.file) {
+                fail(
+                    &self.sh,
+                    format!("fdatasync of {} failed: {e}", cur.path.display()),
+                );
+                return false;
+            }
+            self.synced_to(cur.base, p);
+            progressed = true;
+        }
+        if end && self.synced == p {
+            progressed |= self.finish_segment(cur, p, g);
         }
         progressed
     }
@@ -1640,21 +1743,6 @@ impl Flusher {
         self.sh.written.store(start, Ordering::Release);
         self.advance_durable(start);
         true
-    }
-
-    /// Allocates the next segment's buffer while there is nothing to flush (at most one).
-    fn prepare_spare(&self) {
-        let size = self.sh.segment_size.load(Ordering::Relaxed) as usize;
-        let mut spare = self.sh.spare.lock().unwrap();
-        if spare.as_ref().is_some_and(|s| s.len() == size) {
-            return;
-        }
-        // (Never while holding the lock for long: allocation happens outside it.)
-        drop(spare);
-        if let Ok(m) = SegMem::anon_touched(size) {
-            spare = self.sh.spare.lock().unwrap();
-            *spare = Some(m);
-        }
     }
 
     fn advance_durable(&self, addr: u64) {

@@ -35,21 +35,6 @@ impl SegMem {
         Ok(SegMem::Buf(MmapRaw::from(m)))
     }
 
-    /// As `anon`, with every page already allocated (and zeroed by the kernel): prepared off
-    /// the writers' path, so the segment's first writes fault nothing.
-    pub(crate) fn anon_touched(len: usize) -> std::io::Result<SegMem> {
-        let m = SegMem::anon(len)?;
-        if let SegMem::Buf(raw) = &m {
-            let p = raw.as_mut_ptr();
-            for off in (0..len).step_by(4096) {
-                // SAFETY: in bounds of a writable anonymous mapping no one else holds yet;
-                // writing the zero it holds makes the kernel allocate the page.
-                unsafe { p.add(off).write_volatile(0) };
-            }
-        }
-        Ok(m)
-    }
-
     /// Maps a sealed segment file read-only.
     pub(crate) fn map_file(file: &File) -> std::io::Result<SegMem> {
         // SAFETY: the file lives in the locked data directory; sealed segment files are never

@@ -212,15 +212,16 @@ impl Segment {
         header: SegmentHeader,
         first: u64,
     ) -> Result<Segment, LogError> {
-        Self::create_in(dir, header, first, None)
+        Self::create_in(dir, header, first, false)
     }
 
-    /// As `create_with`, writing into `buf` when it is a zeroed buffer of the right size.
+    /// As `create_with`; `direct`: the segment's memory is its file, mapped (appends write
+    /// the file: a replica's copy, `Log::mirror_segment`), not a write buffer.
     pub(crate) fn create_in(
         dir: &Path,
         header: SegmentHeader,
         first: u64,
-        buf: Option<SegMem>,
+        direct: bool,
     ) -> Result<Segment, LogError> {
         let SegmentHeader { base, capacity, .. } = header;
         let path = dir.join(segment_file_name(base));
@@ -237,12 +238,14 @@ impl Segment {
         allocate(&file, capacity).map_err(|e| LogError::io("allocate segment", &path, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
             .map_err(|e| LogError::io("write segment header", &path, e))?;
-        let mem = match buf.filter(|b| b.len() == capacity as usize) {
-            Some(b) => b,
-            None => SegMem::anon(capacity as usize)
-                .map_err(|e| LogError::io("allocate segment buffer", &path, e))?,
+        let mem = if direct {
+            SegMem::map_file(&file).map_err(|e| LogError::io("map segment", &path, e))?
+        } else {
+            let m = SegMem::anon(capacity as usize)
+                .map_err(|e| LogError::io("allocate segment buffer", &path, e))?;
+            m.write(0, &header);
+            m
         };
-        mem.write(0, &header);
         Ok(Segment {
             base,
             capacity,
@@ -313,17 +316,33 @@ impl Segment {
         stats
             .dead
             .store(old.stats.dead.load(Ordering::Relaxed), Ordering::Relaxed);
-        stats.min_expiry.store(
-            old.stats.min_expiry.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        stats.max_expiry.store(
-            old.stats.max_expiry.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        stats
-            .flags
-            .store(old.stats.flags.load(Ordering::Relaxed), Ordering::Relaxed);
+        if cut {
+            // What the kept records hold (the cut ones no longer count).
+            let data = mem.bytes(0, end as usize);
+            let mut p = SEGMENT_HEADER_LEN as usize;
+            while p < data.len() {
+                match crate::record::scan(&data[p..]) {
+                    Ok(crate::record::Scanned::Record(r, len)) => {
+                        stats.note(r.kind, r.expire_at);
+                        p += len;
+                    }
+                    Ok(crate::record::Scanned::Invalid(len)) => p += len,
+                    _ => break,
+                }
+            }
+        } else {
+            stats.min_expiry.store(
+                old.stats.min_expiry.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            stats.max_expiry.store(
+                old.stats.max_expiry.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            stats
+                .flags
+                .store(old.stats.flags.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         Ok(Segment {
             base: old.base,
             capacity: old.capacity,

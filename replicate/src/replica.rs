@@ -185,9 +185,11 @@ fn session(
         engine.set_mirroring(true);
         let cut = fork.checked_add(repl.delta()).ok_or("address overflow")?;
         let t = Instant::now();
-        let done = engine
-            .mirror_truncate(cut)
-            .map_err(|e| format!("cutting the log back to offset {fork}: {e}"))?;
+        let done = engine.mirror_truncate(cut).map_err(|e| {
+            // (Half done, or not at all: only a full resync is sure to mend it.)
+            *need_full = true;
+            format!("cutting the log back to offset {fork}: {e}")
+        })?;
         if !done {
             *need_full = true;
             return Err(format!(
