@@ -1027,10 +1027,13 @@ impl Log {
         }
         let off = cursor - seg.base;
         let sealed_end = seg.data_end.load(Ordering::Acquire);
-        let end = if sealed_end == crate::segment::OPEN {
-            seg.capacity
-        } else {
+        let end = if sealed_end != crate::segment::OPEN {
             sealed_end
+        } else if seg.mem(&g).is_file() {
+            // Copied straight into its file: only what was written before `reserved` moved.
+            seg.reserved.load(Ordering::Acquire).min(seg.capacity)
+        } else {
+            seg.capacity
         };
         if off > end || off < SEGMENT_HEADER_LEN {
             return (Stream::Gone, cursor);
@@ -1166,6 +1169,9 @@ impl Log {
         if self.sh.failed.load(Ordering::Relaxed) {
             return Err(self.failure());
         }
+        if !self.mirroring() {
+            return Err(LogError::Mirror("this log is not a mirror".into()));
+        }
         let g = pin();
         let seg: &Segment = self.sh.active.load(&g);
         if !header.base.is_multiple_of(UNIT)
@@ -1185,7 +1191,14 @@ impl Log {
         // An empty segment of its own goes (a copied one stays: the primary has it too).
         let empty = off <= SEGMENT_HEADER_LEN && self.sh.own_active.load(Ordering::Acquire);
         let old_base = seg.base;
+        let buffered = !seg.mem(&g).is_file();
         self.seal_and_start(seg, off, header, 0, true, &g)?;
+        if buffered {
+            // The sealed segment's tail may still be only in its write buffer, while what
+            // comes next goes straight to its file: a crash would leave a hole. Durable first
+            // (once per restart of copying: later segments are all written in place, in order).
+            self.wait_durable(header.base + SEGMENT_HEADER_LEN)?;
+        }
         self.sh.own_active.store(false, Ordering::Release);
         let mut empties = self.sh.empties.lock().unwrap();
         if empty {
@@ -1395,7 +1408,8 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes and syncs everything, then stops the flusher. Called by drop too.
+    /// Flushes and syncs everything, then stops the flusher. Called by drop too. Nothing may
+    /// append meanwhile (a replica stops its link first).
     pub fn close(&self) -> Result<(), LogError> {
         let r = if self.flusher.lock().unwrap().is_some() && !self.sh.failed.load(Ordering::Acquire)
         {
@@ -1414,6 +1428,8 @@ impl Log {
         if joined && r.is_ok() {
             // A clean close leaves the active segment's file ending at its data, as a sealed
             // one does, instead of at its preallocated capacity.
+            // (The caller stopped every appender: a segment copied straight into its file is
+            // not written any more either.)
             let g = pin();
             let active = self.sh.active.load(&g);
             let durable = self.durable_addr();

@@ -216,6 +216,14 @@ pub(crate) fn recover(
                     }
                     Ok(Scanned::End) | Err(DecodeError::Unwritten) => {
                         data_end = p;
+                        if cfg.reopen_tail && !last && (p as u64) < o.file_len {
+                            // A replica's copy whose segment was not finished (its file still
+                            // has the preallocated zeros) before a later one: the later ones
+                            // may have reached the disk before this one's tail did. What
+                            // follows goes, and is copied again from the primary.
+                            report.truncated = Some((o.path.clone(), p as u64));
+                            stop_after = Some(i);
+                        }
                         break;
                     }
                     Err(e) => {

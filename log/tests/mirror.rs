@@ -214,6 +214,7 @@ fn a_mirror_refuses_bytes_that_do_not_fit_or_are_damaged() {
         open(cfg(pd.path(), WriterKind::Pwrite, 1 << 20, FsyncPolicy::No)).unwrap();
     let (replica, _, _) =
         open(cfg(rd.path(), WriterKind::Pwrite, 1 << 20, FsyncPolicy::No)).unwrap();
+    replica.set_mirroring(true);
     put(&primary, b"k", b"v");
     primary.sync().unwrap();
     let delta = replica.active_next_base();
@@ -261,4 +262,68 @@ fn a_mirror_refuses_bytes_that_do_not_fit_or_are_damaged() {
         })
         .unwrap();
     assert_eq!(seen, vec![(addr + delta, b"k".to_vec())]);
+}
+
+/// A replica's segment whose file still holds its preallocated zeros (its tail never reached
+/// the disk: not finished) ahead of later segments, as a crash can leave a copy whose later
+/// segments were written straight to their files: recovery cuts the log where that segment's
+/// data ends and removes the later ones (they are copied again), instead of replaying past a
+/// hole. A primary's log keeps them (its flusher never writes a segment before the one
+/// ahead of it is finished).
+#[test]
+fn a_replica_copy_is_cut_after_a_segment_that_was_not_finished() {
+    for replica_mode in [true, false] {
+        let pd = tempfile::tempdir().unwrap();
+        let rd = tempfile::tempdir().unwrap();
+        let seg = 16 << 10;
+        let (primary, _, _) =
+            open(cfg(pd.path(), WriterKind::Pwrite, seg, FsyncPolicy::No)).unwrap();
+        let mut rcfg = cfg(rd.path(), WriterKind::Pwrite, seg, FsyncPolicy::No);
+        rcfg.reopen_tail = true;
+        let (replica, _, _) = open(rcfg.clone()).unwrap();
+        replica.set_mirroring(true);
+        let delta = replica.active_next_base();
+        let mut addrs = Vec::new();
+        for i in 0..60u32 {
+            addrs.push(put(&primary, format!("k{i}").as_bytes(), &[i as u8; 900]));
+        }
+        primary.sync().unwrap();
+        pump(&primary, &replica, primary.first_base(), delta);
+        replica.sync().unwrap();
+        replica.close().unwrap();
+        drop(replica);
+        // The second copied segment loses its last record and gets its zeros back.
+        let files = segkv_log::list_segments(rd.path()).unwrap();
+        let copied: Vec<_> = files.iter().filter(|(b, _)| *b >= delta).collect();
+        assert!(copied.len() >= 3, "{copied:?}");
+        let (sbase, spath) = copied[1];
+        let in_s: Vec<u64> = addrs
+            .iter()
+            .map(|a| a + delta)
+            .filter(|a| a >> 26 << 26 == *sbase)
+            .collect();
+        let cut = *in_s.last().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(spath).unwrap();
+        f.set_len(cut - sbase).unwrap();
+        f.set_len(seg).unwrap();
+        drop(f);
+        rcfg.reopen_tail = replica_mode;
+        let (log, recs, _) = open(rcfg.clone()).unwrap();
+        let last = recs.iter().map(|r| r.addr).max().unwrap();
+        if replica_mode {
+            assert!(
+                last < cut,
+                "records past the cut replayed: {last:#x} >= {cut:#x}"
+            );
+            assert_eq!(log.tail_addr(), cut);
+            assert!(
+                segkv_log::list_segments(rd.path())
+                    .unwrap()
+                    .iter()
+                    .all(|(b, _)| b <= sbase)
+            );
+        } else {
+            assert!(last > cut, "a primary's later segments stay");
+        }
+    }
 }

@@ -296,6 +296,15 @@ impl Replication {
         *self.replica_thread.lock().unwrap() = Some(t);
     }
 
+    /// Ends the replica's link and waits for its thread (shutdown: nothing writes the log
+    /// once this returns). The role stays: a restart continues the same way.
+    pub fn halt(&self) {
+        let _role = self.role.lock().unwrap();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cut_link();
+        self.join_replica_thread();
+    }
+
     fn join_replica_thread(&self) {
         let t = self.replica_thread.lock().unwrap().take();
         if let Some(t) = t {

@@ -231,7 +231,27 @@ fn session(
             .name("segkv-repl-ack".into())
             .spawn(move || acknowledge(&repl, &*host, ack_sock, generation, &stop))
     };
-    let r = receive(repl, engine, &mut sock, generation, need_full, bulk);
+    let mut inbox = Inbox::new();
+    let mut r = Ok(());
+    if bulk.is_some() {
+        // A full resync is background work here too (the old data set is served meanwhile):
+        // a thread of lower priority copies it, so that this machine's other work keeps its
+        // latency; tailing goes on at normal priority, on this thread.
+        let (sock, inbox) = (&mut sock, &mut inbox);
+        r = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let _ = segkv_log::sys::lower_thread_priority(10);
+                receive(repl, engine, sock, generation, need_full, bulk, inbox)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the full resync thread panicked".into()))
+        });
+    }
+    if r.is_ok() && bulk.is_none() {
+        r = receive(
+            repl, engine, &mut sock, generation, need_full, bulk, &mut inbox,
+        );
+    }
     if let Some(b) = bulk.take() {
         // Cut short: the partial copy goes (the old data set stays), and the next
         // connection starts a full resync again.
@@ -249,7 +269,31 @@ fn session(
     r
 }
 
-/// Reads frames until the link breaks or REPLICAOF changes; applies them in order.
+/// Bytes read from the primary and not applied yet: `buf[start..end]` (frames are parsed
+/// where they were read).
+struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    last: Instant,
+}
+
+/// Bytes asked of the socket per read.
+const READ: usize = 1 << 20;
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            buf: vec![0u8; 4 * READ],
+            start: 0,
+            end: 0,
+            last: Instant::now(),
+        }
+    }
+}
+
+/// Reads frames until the link breaks or REPLICAOF changes (or, during a full resync, until
+/// it is complete: `bulk` was Some and is None); applies them in order.
 fn receive(
     repl: &Replication,
     engine: &Engine,
@@ -257,36 +301,66 @@ fn receive(
     generation: u64,
     need_full: &mut bool,
     bulk: &mut Option<BulkLoad>,
+    inbox: &mut Inbox,
 ) -> Result<(), String> {
     io(
         "socket",
         sock.set_read_timeout(Some(Duration::from_millis(100))),
     )?;
     let delta = repl.delta();
-    // Frames are parsed where they were read: `buf[start..end]` is what is not applied yet.
-    const READ: usize = 1 << 20;
-    let mut buf = vec![0u8; 4 * READ];
-    let (mut start, mut end) = (0, 0);
-    let mut last = Instant::now();
+    let full = bulk.is_some();
+    let Inbox {
+        buf,
+        start,
+        end,
+        last,
+    } = inbox;
     loop {
         if repl.generation.load(Ordering::Acquire) != generation {
             return Ok(());
         }
-        if buf.len() - end < READ {
-            // Keep the partial frame at the front; grow only for a frame larger than the
-            // buffer (one record can be up to the log's record limit).
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            if buf.len() - end < READ {
-                buf.resize(end + READ, 0);
+        // Apply what is buffered (after a full resync, what came with its end).
+        loop {
+            match Frame::decode(&buf[*start..*end]) {
+                Ok(Some((f, len))) => {
+                    if let Err(e) = apply(repl, engine, f, delta, bulk) {
+                        *need_full = true;
+                        return Err(e);
+                    }
+                    *start += len;
+                    if full && bulk.is_none() {
+                        return Ok(()); // the full resync is complete
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    *need_full = true;
+                    return Err(format!("bad frame from the primary: {e}"));
+                }
             }
         }
-        match sock.read(&mut buf[end..]) {
+        if *start == *end {
+            (*start, *end) = (0, 0);
+            if buf.len() > 8 * READ {
+                // A large frame passed: give the memory back.
+                *buf = vec![0u8; 4 * READ];
+            }
+        }
+        if buf.len() - *end < READ {
+            // Keep the partial frame at the front; grow only for a frame larger than the
+            // buffer (one record can be up to the log's record limit).
+            buf.copy_within(*start..*end, 0);
+            *end -= *start;
+            *start = 0;
+            if buf.len() - *end < READ {
+                buf.resize(*end + READ, 0);
+            }
+        }
+        match sock.read(&mut buf[*end..]) {
             Ok(0) => return Err("the primary closed the connection".into()),
             Ok(n) => {
-                end += n;
-                last = Instant::now();
+                *end += n;
+                *last = Instant::now();
                 repl.last_io_ms.store(unix_ms(), Ordering::Relaxed);
             }
             Err(e)
@@ -300,35 +374,8 @@ fn receive(
                 if last.elapsed() > repl.timeout() {
                     return Err("timeout: nothing from the primary for repl-timeout".into());
                 }
-                continue;
             }
             Err(e) => return Err(format!("read: {e}")),
-        }
-        if repl.generation.load(Ordering::Acquire) != generation {
-            return Ok(());
-        }
-        loop {
-            match Frame::decode(&buf[start..end]) {
-                Ok(Some((f, len))) => {
-                    if let Err(e) = apply(repl, engine, f, delta, bulk) {
-                        *need_full = true;
-                        return Err(e);
-                    }
-                    start += len;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    *need_full = true;
-                    return Err(format!("bad frame from the primary: {e}"));
-                }
-            }
-        }
-        if start == end {
-            (start, end) = (0, 0);
-            if buf.len() > 8 * READ {
-                // A large frame passed: give the memory back.
-                buf = vec![0u8; 4 * READ];
-            }
         }
     }
 }

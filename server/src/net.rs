@@ -596,6 +596,8 @@ pub fn shutdown_now(srv: &Shared) -> ! {
         eprintln!("segkv: shutting down while loading: nothing was written, nothing to sync");
         std::process::exit(0);
     };
+    // A replica's link stops first: nothing may copy into the log while it closes.
+    srv.repl.halt();
     eprintln!("segkv: shutting down: syncing the log");
     if let Err(e) = engine.sync() {
         eprintln!("segkv: sync at shutdown failed: {e}");
