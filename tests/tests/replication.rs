@@ -1003,6 +1003,19 @@ fn fork(primary_args: &[&str]) -> Fork {
     drop(nowhere);
     proxy.cut();
     online(&p, &[b.port]);
+    // With no link, Redis's ROLE gives no offset and INFO no time since the last I/O.
+    eventually("A's link is down", || {
+        let i = info(&a, "replication");
+        match field(&i, "master_link_status").as_str() {
+            "down" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+    assert_eq!(role(&a)[4], "-1");
+    assert_eq!(
+        field(&info(&a, "replication"), "master_last_io_seconds_ago"),
+        "-1"
+    );
     Fork {
         p,
         c,

@@ -81,12 +81,18 @@ pub fn role(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
             } else {
                 "connect"
             };
+            // (As Redis: no offset while there is no link to the primary.)
+            let off = if srv.repl.link_up.load(Relaxed) {
+                offset(srv) as i64
+            } else {
+                -1
+            };
             Reply::Array(vec![
                 Reply::bulk("slave"),
                 Reply::bulk(host),
                 Reply::Int(port as i64),
                 Reply::bulk(state),
-                Reply::Int(offset(srv) as i64),
+                Reply::Int(off),
             ])
         }
     }
@@ -213,7 +219,7 @@ pub fn info_lines(srv: &Shared, out: &mut String) {
                 if up { "up" } else { "down" }
             ));
             let last = repl.last_io_ms.load(Relaxed);
-            let ago = if last == 0 {
+            let ago = if last == 0 || !up {
                 -1
             } else {
                 (unix_ms().saturating_sub(last) / 1000) as i64
