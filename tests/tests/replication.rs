@@ -1281,15 +1281,21 @@ fn cut_repeatedly(proxy: &Proxy, n: u64) {
     }
 }
 
-#[test]
-fn link_cuts_while_tailing_end_equal() {
-    let p = Server::start(&[]);
+/// A primary with 2000 keys and a replica that reaches it through a proxy, synced.
+fn proxied_replica(primary_args: &[&str]) -> (Server, Connection, Proxy, Server) {
+    let p = Server::start(primary_args);
     let mut c = connect(p.port);
     fill(&mut c, 0, "base", 2000, 100);
     let proxy = Proxy::start(p.port);
     let r = replica_of(proxy.port);
     same_data(&p, &[&r]);
     online(&p, &[r.port]);
+    (p, c, proxy, r)
+}
+
+#[test]
+fn link_cuts_while_tailing_end_equal() {
+    let (p, mut c, proxy, r) = proxied_replica(&[]);
     let w = Writer::start(p.port, "live", 200, u64::MAX);
     cut_repeatedly(&proxy, 5);
     w.stop();
@@ -1329,13 +1335,7 @@ fn replica_killed_while_tailing_ends_equal() {
 #[test]
 fn short_link_cut_resumes_with_a_partial_resync() {
     // Far more backlog than the writer fills while the replica reconnects.
-    let p = Server::start(&["--repl-backlog-size", "1gb"]);
-    let mut c = connect(p.port);
-    fill(&mut c, 0, "base", 2000, 100);
-    let proxy = Proxy::start(p.port);
-    let r = replica_of(proxy.port);
-    same_data(&p, &[&r]);
-    online(&p, &[r.port]);
+    let (p, _c, proxy, r) = proxied_replica(&["--repl-backlog-size", "1gb"]);
     let w = Writer::start(p.port, "live", 200, u64::MAX);
     cut_repeatedly(&proxy, 3);
     eventually("the replica reconnected", || {
