@@ -24,7 +24,10 @@ Scenarios (--scenario, default all):
   overwrite  --keys keys of 256 B, then --duration s of redis-benchmark -t set -r KEYS -d 256
              -P 16 -c 50; RSS, disk and the server's total_commands_processed every second. Max
              RSS and disk over live data (keys x (16 + 256 + 12) bytes: 12 is segkv's record
-             header), SET ops/s in the first 10 s against the rest.
+             header), SET ops/s in the first 10 s against the rest. Then, once the server is
+             idle, redis-benchmark GET p99 (--bench-n requests) at rest, and again right after
+             half the keys are rewritten once (garbage in every segment): GET p99 while the
+             cleaner reclaims it, copying the other half, with no client writing (target <= 2x).
   zipf       read-through cache at maxmemory 64mb (scaled by --keys/1M), allkeys-lru and
              allkeys-lfu: Zipf(0.99) over --keys keys (fixed seed), GET, and SET 100 B on a
              miss, in batches; hit ratio over --zipf-requests after --zipf-warmup requests, RSS
@@ -389,6 +392,29 @@ def first_at(samples, t):
     return samples[-1]
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid, limit=60):
+    """Waits until the server uses under 5% of a core (segkv's cleaner done)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        a = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - a < 0.025:
+            return
+
+
+def cleaner_bytes_copied(c):
+    for line in c.info().splitlines():
+        if line.startswith("segkv_cleaner_bytes_copied:"):
+            return int(line.split(":", 1)[1])
+    return 0
+
+
 def bench_get_p99(port, n, keyspace):
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-t", "get", "-n", str(n), "-r", str(keyspace),
@@ -561,6 +587,16 @@ def sc_overwrite(args):
         time.sleep(1.0)
         samples = smp.stop()
         ci = c.info()
+        # GET p99 during heavy cleaning: once the server is idle, GET p99 at rest; then half
+        # the keys overwritten once more (half a log of garbage, spread over every segment, so
+        # cleaning them copies the other half) and GET p99 at once, while the cleaner reclaims
+        # it with no client writing.
+        wait_idle(srv.pid)
+        p99_rest, _ = bench_get_p99(srv.port, args.bench_n, k)
+        load(c, 0, k // 2, vsize, batch=5000)
+        copied0 = cleaner_bytes_copied(c)
+        p99_clean, _ = bench_get_p99(srv.port, args.bench_n, k)
+        copied_during = cleaner_bytes_copied(c) - copied0
         c.close()
         with open(outp, "rb") as f:
             prog = re.findall(rb"rps=[0-9.]+ \(overall: ([0-9.]+)\)", f.read())
@@ -590,6 +626,8 @@ def sc_overwrite(args):
             "end_anon_mb": win[-1]["anon"] / MB, "end_file_mb": win[-1]["file"] / MB,
             "ops_first": r1, "ops_rest": r2, "drop": 100.0 * (1 - r2 / r1) if r1 else float("nan"),
             "bench_overall": bench_overall, "bench_s": b1 - b0,
+            "p99_rest": p99_rest, "p99_clean": p99_clean, "p99_clean_ratio": p99_clean / p99_rest,
+            "copied_during_mb": copied_during / MB,
         }
         cleaner = []
         section = None
@@ -614,6 +652,8 @@ def sc_overwrite(args):
                        for o, s in zip(per_s, win[1:])))
         for line in cleaner:
             log(f"  overwrite {srv.name:<5} INFO {line}")
+        log(f"  overwrite {srv.name:<5} GET p99 at rest {p99_rest:.3f} ms, while cleaning {p99_clean:.3f} ms "
+            f"({r['p99_clean_ratio']:.2f}x; {copied_during / MB:.0f} MiB copied by the cleaner meanwhile)")
         return r
     return fn
 
@@ -728,7 +768,7 @@ def main():
     ap.add_argument("--duration", type=float, default=60, help="overwrite: seconds of redis-benchmark SET")
     ap.add_argument("--rss-limit", type=int, default=8192,
                     help="overwrite: stop the benchmark early once the server's RSS passes this many MiB")
-    ap.add_argument("--bench-n", type=int, default=200_000, help="ttl-wave: redis-benchmark GET requests")
+    ap.add_argument("--bench-n", type=int, default=200_000, help="ttl-wave, overwrite: redis-benchmark GET requests")
     ap.add_argument("--maxmemory", type=int, default=0,
                     help="zipf: bytes (default 64 MiB x keys / 1M)")
     ap.add_argument("--policies", default="allkeys-lru,allkeys-lfu")
@@ -834,7 +874,12 @@ def main():
                    ("drop", "drop (%)", ".1f", "", False),
                    ("bench_overall", "redis-benchmark overall rps", ",.0f", "", True),
                    ("bench_s", "benchmark ran (s; less if over --rss-limit)", ".1f", "", False),
-                   ("load_s", "initial load time (s)", ".1f", "", False)], results["overwrite"])
+                   ("load_s", "initial load time (s)", ".1f", "", False),
+                   ("p99_rest", "GET p99 at rest, after (ms)", ".3f", "", True),
+                   ("p99_clean", "GET p99 while cleaning a rewrite of half the keys (ms)", ".3f", "", True),
+                   ("p99_clean_ratio", "GET p99 while cleaning / at rest", ".2f", "<= 2x", False),
+                   ("copied_during_mb", "MiB the cleaner copied meanwhile", ".0f", "", False)],
+                  results["overwrite"])
             for name in SERVERS:
                 lines = results["overwrite"][name][-1].get("_cleaner") or []
                 if lines:
