@@ -54,6 +54,8 @@ import tempfile
 import threading
 import time
 
+from procstat import wait_idle
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVERS = ("segkv", "redis")
 RECORD_HEADER = 12  # segkv record header: commit word, CRC, kind, keyspace, reserved, key length
@@ -390,22 +392,6 @@ def first_at(samples, t):
         if s["t"] >= t:
             return s
     return samples[-1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_idle(pid, limit=60):
-    """Waits until the server uses under 5% of a core (segkv's cleaner done)."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        a = cpu_seconds(pid)
-        time.sleep(0.5)
-        if cpu_seconds(pid) - a < 0.025:
-            return
 
 
 def cleaner_bytes_copied(c):

@@ -36,6 +36,8 @@ import tempfile
 import threading
 import time
 
+from procstat import wait_idle
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -173,28 +175,12 @@ def sync_replica(kind, args, tmp, name, primary, extra):
     return r, rc, time.monotonic() - r.started
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(p, limit=60):
-    """Waits until the server uses under 5% of a core (segkv cleans after a load)."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        a = cpu_seconds(p.p.pid)
-        time.sleep(0.5)
-        if cpu_seconds(p.p.pid) - a < 0.025:
-            return
-
-
 def full_sync(kind, args, tmp):
     extra = ["--appendfsync", "everysec"] if kind == "segkv" else []
     p = Server(kind, args, tmp, f"{kind}-primary", extra)
     try:
         load(p.port, args)
-        settle(p)
+        wait_idle(p.p.pid)
         pc = Conn(p.port)
         size = data_bytes(kind, pc)
         # The rate: a replica syncing on an otherwise idle machine.
