@@ -249,6 +249,15 @@ fn probe<'g, K: KeySource + ?Sized>(
     h: u64,
     g: &EpochGuard,
 ) -> Probe<'g> {
+    probe_with(t, h, |v| {
+        log.key_at(slot_addr(v), g).is_some_and(|k| k == key)
+    })
+}
+
+/// Probes `t`, without following `next`, for the entry with hash `h` that `is_it` accepts
+/// (asked only of entries whose tag matches).
+#[inline]
+fn probe_with<'g>(t: &'g Table, h: u64, mut is_it: impl FnMut(u64) -> bool) -> Probe<'g> {
     let n = t.nslots();
     let mut i = t.home(h);
     for _ in 0..n {
@@ -260,11 +269,7 @@ fn probe<'g, K: KeySource + ?Sized>(
         if v == MOVED_EMPTY {
             return Probe::Absent(None);
         }
-        if v != MOVED
-            && v != DELETED
-            && tag_matches(v, h)
-            && log.key_at(slot_addr(v), g).is_some_and(|k| k == key)
-        {
+        if v != MOVED && v != DELETED && tag_matches(v, h) && is_it(v) {
             return Probe::Hit(s, v);
         }
         i += 1;
@@ -337,6 +342,26 @@ impl Index {
                         return Found::Miss { table: t, slot };
                     }
                 },
+            }
+        }
+    }
+
+    /// The slot whose entry (live or tomb) is the record at `addr`, whose key hashes to `h`: the
+    /// key's slot if that record is still its newest, else None. No key is read (an address
+    /// is one record's, so it names the key too), which is what makes the cleaner's liveness
+    /// check cheap: a dead record's key would otherwise be compared against its newer record,
+    /// a random read into the log.
+    pub(crate) fn find_record<'g>(
+        &'g self,
+        addr: u64,
+        h: u64,
+        g: &'g EpochGuard,
+    ) -> Option<(&'g AtomicU64, u64)> {
+        let mut t: &'g Table = self.current(g);
+        loop {
+            match probe_with(t, h, |v| slot_addr(v) == addr) {
+                Probe::Hit(slot, v) => return Some((slot, v)),
+                Probe::Absent(_) => t = t.next()?,
             }
         }
     }
@@ -834,5 +859,49 @@ impl Index {
             }
         }
         unreachable!("recovery index sized for every record is full")
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+
+    /// `find_record` matches an entry by its address alone: past other keys' entries with the
+    /// same tag, deleted slots and the end of the table, tombs included, and never an entry
+    /// whose tag differs or whose address is another record's.
+    #[test]
+    fn find_record_matches_the_address_not_the_first_tag() {
+        let g = segkv_log::epoch::pin();
+        // Two buckets; this hash's home is the second one (slots 8..16), and its tag is 0x123.
+        let h = (1u64 << 63) | 0x123;
+        let other_tag = (1u64 << 63) | 0x124;
+        let mut slots = vec![EMPTY; 16];
+        // The home bucket is full: two entries of the same tag (other keys), a deleted slot,
+        // entries of another tag (one with the address looked for below, under that tag).
+        slots[8] = make_slot(4, h, false);
+        slots[9] = make_slot(8, h, false);
+        slots[10] = DELETED;
+        slots[11] = make_slot(40, other_tag, false);
+        for (i, s) in slots.iter_mut().enumerate().skip(12) {
+            *s = make_slot(100 + 4 * i as u64, other_tag, false);
+        }
+        // The run wraps to the first bucket: a tomb, then the entry, then the end of the run.
+        slots[0] = make_slot(12, h, true);
+        slots[1] = make_slot(16, h, false);
+        let index = Index::new(Table::from_slots(&slots));
+        let found = |addr| index.find_record(addr, h, &g).map(|(_, v)| v);
+        assert_eq!(found(4), Some(make_slot(4, h, false)));
+        assert_eq!(found(8), Some(make_slot(8, h, false)));
+        assert_eq!(found(12), Some(make_slot(12, h, true)));
+        assert_eq!(found(16), Some(make_slot(16, h, false)));
+        // Not an entry for this hash (another tag), not in the run, not in the table.
+        assert_eq!(found(40), None);
+        assert_eq!(found(20), None);
+        // The slot it returns is the one holding the value.
+        let (slot, v) = index.find_record(16, h, &g).unwrap();
+        assert_eq!(slot.load(Ordering::Relaxed), v);
+        slot.store(make_slot(24, h, false), Ordering::Relaxed);
+        assert_eq!(found(16), None, "a replaced record is dead");
+        assert_eq!(found(24), Some(make_slot(24, h, false)));
     }
 }

@@ -275,7 +275,7 @@ impl Engine {
             gate: Gate::new(),
             expired_keys: AtomicU64::new(0),
             recovery: RecoveryInfo::default(),
-            cleaner: clean::Cleaner::default(),
+            cleaner: clean::Cleaner::new(),
             access: access::Access::default(),
             evicted_keys: AtomicU64::new(0),
             checkpoint_lock: std::sync::Mutex::new(()),
