@@ -440,6 +440,49 @@ fn flushall_gives_the_log_back() {
     assert_eq!(e.len(0) + e.len(1), 0);
 }
 
+/// `cleaner-garbage-percent`: the cleaner leaves garbage below the set share of the live data
+/// alone, starts once it is past it, and stops when the log is back under it.
+#[test]
+fn the_garbage_percent_decides_when_cleaning_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 64 << 10);
+    let n = 4000;
+    for i in 0..n {
+        e.set(0, &key(i), &value(i, 0), SetOptions::default())
+            .unwrap();
+    }
+    // A third of the keys rewritten: garbage is about 33% of the live data.
+    for i in (0..n).step_by(3) {
+        e.set(0, &key(i), &value(i, 1), SetOptions::default())
+            .unwrap();
+    }
+    e.sync().unwrap();
+    let garbage = |e: &Engine| {
+        let (data, dead) = e.log().space();
+        dead as f64 / (data - dead) as f64
+    };
+    let g0 = garbage(&e);
+    assert!((0.30..0.37).contains(&g0), "garbage {g0:.3}");
+    e.set_garbage_percent(40);
+    assert!(!e.clean_step(1000).unwrap(), "cleaned below the threshold");
+    assert_eq!(e.cleaner_stats().segments_cleaned, 0);
+    e.set_garbage_percent(20);
+    let mut steps = 0;
+    while e.clean_step(1000).unwrap() {
+        steps += 1;
+        assert!(steps < 10_000);
+        e.sync().unwrap();
+    }
+    assert!(e.cleaner_stats().segments_cleaned > 0);
+    let g1 = garbage(&e);
+    assert!(g1 <= 0.20, "garbage {g1:.3} left past the threshold");
+    for i in 0..n {
+        let version = u64::from(i % 3 == 0);
+        assert_eq!(e.get(0, &key(i)), Some(value(i, version)), "key {i}");
+    }
+}
+
 /// A crash between a Retire record reaching the disk and the segment's file going: the next
 /// open must build the index as if the segment were gone (its records would otherwise count
 /// as other keys: a key found in a missing segment cannot be compared), then delete it.

@@ -106,6 +106,9 @@ static DEFS: &[Def] = &[
         false
     ),
     def!("checkpoint-interval", Kind::Int(0, I32), "60", true),
+    // Garbage the log may hold before the cleaner starts, in percent of the live data: lower
+    // keeps memory and disk closer to the live data, at more copying (clean.rs).
+    def!("cleaner-garbage-percent", Kind::Int(1, 1000), "20", true),
     def!("maxclients", Kind::Int(1, I32), "10000", true),
     def!("maxmemory", Kind::Mem(0, i64::MAX), "0", true),
     def!("maxmemory-policy", Kind::Enum(POLICIES), "noeviction", true),

@@ -109,6 +109,7 @@ pub fn apply(srv: &Shared, e: &Engine) {
     let lfu = c.get("maxmemory-policy").contains("lfu");
     let num = |n: &str| c.get(n).parse::<u32>().unwrap_or(0);
     e.set_access_tracking(lfu, num("lfu-log-factor"), num("lfu-decay-time"));
+    e.set_garbage_percent(num("cleaner-garbage-percent").into());
     let max = c.get("maxmemory").parse().unwrap_or(0);
     e.log()
         .set_segment_size(segment_size_for(c.segment_size(), max));
