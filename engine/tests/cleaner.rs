@@ -483,6 +483,90 @@ fn the_garbage_percent_decides_when_cleaning_starts() {
     }
 }
 
+/// The cleaner picks the segment where reclaiming pays most, not only the oldest. A key whose
+/// newest record there has expired keeps an older, persistent record in the oldest segment:
+/// the cleaner must leave a tombstone behind, or a restart would bring the old value back.
+#[test]
+fn a_segment_that_is_not_the_oldest_is_cleaned_and_what_expired_there_stays_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 64 << 10);
+    let x = b"x".to_vec();
+    let now = clock.load(Ordering::Relaxed);
+    let set = |e: &Engine, k: &[u8], v: &[u8], ex: Option<u64>| {
+        let opts = SetOptions {
+            expiry: ex.map_or(SetExpiry::Persist, SetExpiry::At),
+            ..SetOptions::default()
+        };
+        e.set(0, k, v, opts).unwrap();
+    };
+    // The oldest segment: cold keys that stay live, and x's first value (persistent).
+    for i in 0..200 {
+        set(&e, &key(i), &value(i, 0), None);
+    }
+    set(&e, &x, b"old", None);
+    e.log().roll().unwrap();
+    // The next: hot keys about to be rewritten, and x's newest value, with an expiry.
+    for i in 1000..1200 {
+        set(&e, &key(i), &value(i, 0), None);
+    }
+    set(&e, &x, b"new", Some(now + 10));
+    e.log().roll().unwrap();
+    // Two rewrites of the hot keys: the second segment is all garbage but x, the third all
+    // garbage, the fourth live.
+    for version in 1..3 {
+        for i in 1000..1200 {
+            set(&e, &key(i), &value(i, version), None);
+        }
+        e.log().roll().unwrap();
+    }
+    e.sync().unwrap();
+    let bases = |e: &Engine| {
+        e.log()
+            .segments()
+            .iter()
+            .map(|s| s.base)
+            .collect::<Vec<_>>()
+    };
+    let before = bases(&e);
+    assert!(before.len() >= 4, "{before:x?}");
+    clock.fetch_add(11, Ordering::Relaxed);
+    e.set_garbage_percent(1);
+    let mut steps = 0;
+    while e.cleaner_stats().segments_cleaned == 0 {
+        assert!(
+            e.clean_step(1000).unwrap(),
+            "the cleaner found nothing to do"
+        );
+        steps += 1;
+        assert!(steps < 1000);
+    }
+    let after = bases(&e);
+    assert!(
+        after.contains(&before[0]),
+        "the oldest segment was cleaned first"
+    );
+    assert!(!after.contains(&before[1]), "{before:x?} -> {after:x?}");
+    let check = |e: &Engine| {
+        assert_eq!(e.get(0, &x), None, "an expired key came back");
+        for i in (0..200).chain(1000..1200) {
+            let version = if i < 1000 { 0 } else { 2 };
+            assert_eq!(e.get(0, &key(i)), Some(value(i, version)), "key {i}");
+        }
+        assert_eq!(e.len(0), 400);
+    };
+    check(&e);
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    check(&e);
+    // The rest of the cleaning, the oldest segment and the tombstone included, then again.
+    clean_all(&e);
+    check(&e);
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    check(&e);
+}
+
 /// A crash between a Retire record reaching the disk and the segment's file going: the next
 /// open must build the index as if the segment were gone (its records would otherwise count
 /// as other keys: a key found in a missing segment cannot be compared), then delete it.
