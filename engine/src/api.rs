@@ -172,9 +172,6 @@ pub enum EngineError {
     /// The log is a replica's copy of its primary's: only the primary's records go in.
     #[error("You can't write against a read only replica.")]
     ReadOnly,
-    /// The cleaner found what its bookkeeping says is not there; it stops rather than drop it.
-    #[error("cleaner: {0}")]
-    Cleaner(String),
 }
 
 /// Counters for INFO.

@@ -1,15 +1,12 @@
 //! The segment cleaner: compaction, active expiry and the reclaiming half of eviction, in one
 //! background pass over the log.
 //!
-//! It reclaims the segment where that pays most, by LFS's cost-benefit rule (`pick_segment`).
-//! Only the records the index still points at as live are copied to the tail (a CAS from the
-//! old address to the new one; a lost CAS means a writer replaced the key meanwhile, and the
-//! copy is aborted); whether a record is live is whether a slot holds its address. What a
-//! tombstone, an expired record or a FlushKeyspace shadows may survive in an older segment,
-//! so they go as such only with the **oldest** segment (nothing older survives it). Elsewhere
-//! a key's tombstone or expired newest record is replaced by a tombstone at the tail, and a
-//! segment holding a FlushKeyspace (which cannot move) or tombstones (which would be copied
-//! forward again and again) is cleaned only once it is the oldest. SwapDb records are
+//! It reclaims the **oldest** segment, always. Cleaning oldest first is what keeps the log's
+//! meaning intact with no per-key bookkeeping: when the oldest segment goes, no record older
+//! than its records survives anywhere, so a tombstone, an expired record or a FlushKeyspace in
+//! it has nothing left to shadow and can simply go too. Only the records the index still
+//! points at as live are copied to the tail (a CAS from the old address to the new one; a lost
+//! CAS means a writer replaced the key meanwhile, and the copy is aborted). SwapDb records are
 //! replaced by one DbMap record of the current map. Once the copies are durable the segment's
 //! file is deleted and its memory unmapped when no reader can hold an address in it.
 //!
@@ -163,6 +160,10 @@ impl Engine {
                 if !self.worth_cleaning(&segs) {
                     return Ok(false);
                 }
+                if oldest.settled && !self.log.may_retire(oldest) {
+                    // A replica still reads it.
+                    return Ok(false);
+                }
                 if !oldest.settled {
                     // Everything is in the active segment: seal it so it can be cleaned, when
                     // it is mostly garbage (not worth a new file otherwise).
@@ -172,19 +173,12 @@ impl Engine {
                     }
                     return Ok(false);
                 }
-                let Some(base) = self.pick_segment(&segs) else {
-                    // Replicas still read them.
-                    return Ok(false);
-                };
-                cur.segment = Some(base);
+                cur.segment = Some(oldest.base);
                 cur.offset = SEGMENT_HEADER_LEN;
-                base
+                oldest.base
             }
         };
-        // Whether a record older than this segment's may survive elsewhere (checked per
-        // chunk; only this thread retires segments, so it does not change meanwhile).
-        let oldest = self.log.segments().first().map(|s| s.base) == Some(base);
-        match self.clean_records(base, cur.offset, max_records, oldest)? {
+        match self.clean_records(base, cur.offset, max_records)? {
             Some(next) => cur.offset = next,
             None => {
                 // Every live record is copied: once the copies are durable the segment goes.
@@ -200,41 +194,6 @@ impl Engine {
             }
         }
         Ok(true)
-    }
-
-    /// The segment to clean next: the one where reclaiming pays most by LFS's cost-benefit
-    /// rule, `(1 - u) * age / (1 + u)` with `u` its live fraction and `age` the bytes written
-    /// since it was sealed (cold segments are worth cleaning at a higher live fraction than
-    /// hot ones, whose remaining records are about to die anyway); under memory pressure the
-    /// one with the most garbage. Only the oldest segment may hold a FlushKeyspace (it cannot
-    /// move) or tombstones when cleaned (they are copied forward elsewhere, so a segment of
-    /// them would reclaim nothing and be picked again). When no segment's garbage is counted,
-    /// the oldest (which reaches garbage the counters missed, e.g. below a checkpoint).
-    fn pick_segment(&self, segs: &[SegmentInfo]) -> Option<u64> {
-        let tail = self.log.tail_addr();
-        let pressure = self.cleaner.pressure.load(Ordering::Relaxed);
-        let mut best: Option<(f64, u64)> = None;
-        for (i, s) in segs.iter().enumerate() {
-            if !self.log.may_retire(s) || (i > 0 && s.holds & (holds::DELETE | holds::FLUSH) != 0) {
-                continue;
-            }
-            let dead = s.dead_bytes.min(s.data_bytes) as f64 / s.data_bytes.max(1) as f64;
-            let score = if pressure {
-                dead
-            } else {
-                dead * tail.saturating_sub(s.next_base) as f64 / (2.0 - dead)
-            };
-            if score > best.map_or(0.0, |b| b.0) {
-                best = Some((score, s.base));
-            }
-        }
-        match best {
-            Some((_, base)) => Some(base),
-            None => segs
-                .first()
-                .filter(|s| self.log.may_retire(s))
-                .map(|s| s.base),
-        }
     }
 
     /// Whether the garbage in the log is worth a cleaning pass.
@@ -260,7 +219,6 @@ impl Engine {
         base: u64,
         offset: u64,
         max: usize,
-        oldest: bool,
     ) -> Result<Option<u64>, EngineError> {
         let g = pin();
         let mut err = None;
@@ -277,20 +235,13 @@ impl Engine {
             }
             match rec.kind {
                 Kind::Put | Kind::Delete => {
-                    if let Err(e) = self.clean_record(addr, &rec, oldest, &g) {
+                    if let Err(e) = self.clean_record(addr, &rec, &g) {
                         err = Some(e);
                     }
                 }
                 Kind::SwapDb | Kind::DbMap => control = true,
                 // Nothing older than it survives the segment: it has nothing to empty.
-                Kind::FlushKeyspace if oldest => {}
-                // `pick_segment` never picks one (its `holds` bit is set before the segment is
-                // sealed): dropping it would bring back what it emptied, and it cannot move.
-                Kind::FlushKeyspace => {
-                    err = Some(EngineError::Cleaner(format!(
-                        "a FlushKeyspace at {addr:#x} in a segment picked for cleaning that is not the oldest"
-                    )))
-                }
+                Kind::FlushKeyspace => {}
                 // Says a segment older than this one is gone: nothing to keep.
                 Kind::Retire => {}
             }
@@ -312,12 +263,11 @@ impl Engine {
         Ok(next)
     }
 
-    /// One Put or Delete of the segment being cleaned (`oldest`: no older segment exists).
+    /// One Put or Delete of the segment being cleaned.
     fn clean_record(
         &self,
         addr: u64,
         rec: &RecordView<'_>,
-        oldest: bool,
         g: &EpochGuard,
     ) -> Result<(), EngineError> {
         let ks = rec.keyspace as usize;
@@ -333,45 +283,6 @@ impl Engine {
                 return Ok(());
             };
             let live = !is_tomb(v) && matches!(self.state(rec), State::Live(_));
-            if !live && !oldest {
-                // A tombstone or an expired record, the key's newest, with older segments
-                // still there: one of them may hold an older record of the key, which a
-                // restart would bring back without it. A tombstone at the tail says it instead.
-                let spec = RecordSpec {
-                    kind: Kind::Delete,
-                    keyspace: rec.keyspace,
-                    key: rec.key,
-                    value: &[],
-                    expire_at: None,
-                };
-                let pending = self.log.append(&spec, g)?;
-                let (new_addr, len) = (pending.addr(), spec.padded_len() as u64);
-                if slot
-                    .compare_exchange(
-                        v,
-                        make_slot(new_addr, h, true),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_err()
-                {
-                    pending.abort();
-                    continue;
-                }
-                pending.commit();
-                // A tombstone is garbage from the start (as a DEL's is).
-                self.log.note_dead(new_addr, len, g);
-                if !is_tomb(v) {
-                    index.live.fetch_sub(1, Ordering::Relaxed);
-                    if rec.expire_at.is_some() {
-                        index.expires.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    self.expired_keys.fetch_add(1, Ordering::Relaxed);
-                }
-                self.cleaner.records_copied.fetch_add(1, Ordering::Relaxed);
-                self.cleaner.bytes_copied.fetch_add(len, Ordering::Relaxed);
-                return Ok(());
-            }
             if !live {
                 // A tombstone or an expired record, and nothing older survives this segment.
                 if slot
