@@ -32,8 +32,12 @@ Scenarios (--scenario, default all):
              allkeys-lfu: Zipf(0.99) over --keys keys (fixed seed), GET, and SET 100 B on a
              miss, in batches; hit ratio over --zipf-requests after --zipf-warmup requests, RSS
              against maxmemory.
+  skew       --keys keys of --zipf-value-size B loaded once, then --skew-writes SETs (default 6 x
+             keys) of Zipf(0.99) keys, pipelined: write amplification (cleaner copies / client
+             bytes), max RSS and disk against the live data. Hot keys' records die young, cold
+             keys' stay: cost-benefit cleaning should copy less here than oldest-first.
 
-usage: benches/cleaning.py [--scenario all|memory|ttl-wave|overwrite|zipf] [--rounds 2]
+usage: benches/cleaning.py [--scenario all|memory|ttl-wave|overwrite|zipf|skew] [--rounds 2]
                            [--keys 1000000] [--duration 60] [--no-build]
 """
 import argparse
@@ -644,6 +648,46 @@ def sc_overwrite(args):
     return fn
 
 
+def sc_skew(args, draws):
+    """Skewed overwrites: every key loaded once, then SETs of keys drawn from Zipf(0.99). Hot
+    keys' records die fast, cold keys' stay live: where cost-benefit cleaning (cold segments
+    at a higher live fraction than hot ones) copies less than oldest-first."""
+    k = args.keys
+    vsize = args.zipf_value_size
+    rec = 16 + vsize + RECORD_HEADER
+    live = k * rec
+    set_t = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$" + b"%d\r\n" % vsize + b"w" * vsize + b"\r\n"
+
+    def fn(srv):
+        c = srv.conn()
+        load(c, 0, k, vsize, batch=5000)
+        smp = Sampler(srv, 0.5, ("rss", "disk"))
+        smp.start()
+        copied0 = cleaner_bytes_copied(c)
+        t0 = time.monotonic()
+        batch = 2000
+        for b0 in range(0, len(draws), batch):
+            ids = draws[b0:b0 + batch]
+            c.pipeline(b"".join([set_t % i for i in ids]), len(ids), expect=b"+OK\r\n" * len(ids))
+        t1 = time.monotonic()
+        time.sleep(1.0)
+        samples = smp.stop()
+        copied = cleaner_bytes_copied(c) - copied0
+        c.close()
+        r = {
+            "live_mb": live / MB,
+            "rss_live": max(s["rss"] for s in samples) / live,
+            "disk_live": max(s["disk"] for s in samples) / live,
+            "wa": copied / (len(draws) * rec),
+            "set_s": len(draws) / (t1 - t0),
+        }
+        log(f"  skew {srv.name:<5} {len(draws):,} SETs in {t1 - t0:.1f} s ({r['set_s']:,.0f}/s); max RSS "
+            f"{r['rss_live']:.2f}x live, max disk {r['disk_live']:.2f}x live; cleaner copied "
+            f"{copied / MB:,.0f} MiB (write amplification {r['wa']:.3f})")
+        return r
+    return fn
+
+
 def zipf_draws(n_keys, count, seed, s=0.99):
     """`count` key ids drawn with Zipf(s) popularity over n_keys ranks (inverse CDF, bisect);
     rank -> key id through a fixed shuffle so the hot keys are spread over the key space."""
@@ -747,7 +791,8 @@ def table(title, rows, res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=["all", "memory", "ttl-wave", "overwrite", "zipf"], default="all")
+    ap.add_argument("--scenario", choices=["all", "memory", "ttl-wave", "overwrite", "zipf", "skew"],
+                    default="all")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keys", type=int, default=1_000_000,
                     help="keys loaded (memory, overwrite), in the wave (ttl-wave), possible (zipf)")
@@ -762,6 +807,7 @@ def main():
     ap.add_argument("--zipf-warmup", type=int, default=0, help="zipf: requests before measuring (default 2 x keys)")
     ap.add_argument("--zipf-requests", type=int, default=0, help="zipf: requests measured (default 2 x keys)")
     ap.add_argument("--zipf-batch", type=int, default=500, help="zipf: GETs per pipelined batch")
+    ap.add_argument("--skew-writes", type=int, default=0, help="skew: Zipf SETs after the load (default 6 x keys)")
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="segkv worker threads (default: cores)")
     ap.add_argument("--segkv-args", default="", help="more segkv-server options, e.g. '--segment-size 8mb'")
@@ -776,12 +822,13 @@ def main():
         a.maxmemory = max(4 * MB, 64 * MB * a.keys // 1_000_000)
     a.zipf_warmup = a.zipf_warmup or 2 * a.keys
     a.zipf_requests = a.zipf_requests or 2 * a.keys
+    a.skew_writes = a.skew_writes or 6 * a.keys
     for tool in ("redis-server", "redis-benchmark", "du"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install redis-server redis-tools")
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "segkv-server"], cwd=ROOT, check=True)
-    scen = ["memory", "ttl-wave", "overwrite", "zipf"] if a.scenario == "all" else [a.scenario]
+    scen = ["memory", "ttl-wave", "overwrite", "zipf", "skew"] if a.scenario == "all" else [a.scenario]
     t_start = time.monotonic()
     with open("/proc/loadavg") as f:
         log(f"segkv-server {a.segkv_bin}; {subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.strip()}; "
@@ -791,6 +838,11 @@ def main():
         t = time.monotonic()
         draws = zipf_draws(a.keys, a.zipf_warmup + a.zipf_requests, a.seed)
         log(f"zipf: {len(draws):,} draws over {a.keys:,} keys in {time.monotonic() - t:.1f} s")
+    skew_draws = None
+    if "skew" in scen:
+        t = time.monotonic()
+        skew_draws = zipf_draws(a.keys, a.skew_writes, a.seed + 1)
+        log(f"skew: {len(skew_draws):,} draws over {a.keys:,} keys in {time.monotonic() - t:.1f} s")
     results = {}  # label -> server -> [metrics]
     durations = {}
     for sc in scen:
@@ -810,6 +862,8 @@ def main():
                     r = run_server(name, a, sc_memory(a))
                 elif sc == "ttl-wave":
                     r = sc_ttl_wave(a)(name)
+                elif sc == "skew":
+                    r = run_server(name, a, sc_skew(a, skew_draws))
                 else:
                     r = run_server(name, a, sc_overwrite(a))
                 results.setdefault(sc, {}).setdefault(name, []).append(r)
@@ -872,6 +926,15 @@ def main():
                     print(f"{name} INFO cleaner lines (last round):")
                     for line in lines:
                         print(f"  {line}")
+        elif sc == "skew":
+            table(f"skew: {a.keys:,} keys x {a.zipf_value_size} B loaded, then {a.skew_writes:,} SETs of "
+                  f"Zipf(0.99) keys (batches of 2000); live data = keys x (16 + {a.zipf_value_size} + "
+                  f"{RECORD_HEADER}) B; median of {n}",
+                  [("live_mb", "live data (MiB)", ".1f", "", False),
+                   ("rss_live", "max RSS / live data", ".2f", "", True),
+                   ("disk_live", "max disk / live data", ".2f", "", False),
+                   ("wa", "write amplification (cleaner copies / client bytes)", ".3f", "", False),
+                   ("set_s", "SETs/s", ",.0f", "", True)], results["skew"])
         elif sc == "zipf":
             for policy in a.policies.split(","):
                 table(f"zipf {policy}: Zipf(0.99) over {a.keys:,} keys, {a.zipf_value_size} B values, maxmemory "
