@@ -378,11 +378,20 @@ impl Engine {
     /// One step of active expiry: looks at up to `max_slots` index slots, removes the entries
     /// whose record has expired, and returns how many it removed.
     pub fn expire_step(&self, max_slots: usize) -> u64 {
+        self.expire_step_counted(max_slots).0
+    }
+
+    /// `expire_step`, also returning how many records it read to check (entries in segments
+    /// holding an expiry that is due): the share of those that had expired says whether a
+    /// mass expiry is under way (Redis's active expiry goes on while more than 10% of the keys
+    /// with a TTL it samples had expired).
+    pub fn expire_step_counted(&self, max_slots: usize) -> (u64, u64) {
         let mut cur = self.cleaner.sweep.lock().unwrap();
         let g = pin();
         let now = self.now_ms();
         let mut budget = max_slots;
         let mut removed = 0;
+        let mut checked = 0;
         let mut visited = 0;
         while budget > 0 && visited <= MAX_DATABASES {
             let ks = cur.ks % MAX_DATABASES;
@@ -398,6 +407,7 @@ impl Engine {
                 if is_tomb(v) || !self.log.may_have_expired(slot_addr(v), now, &g) {
                     return;
                 }
+                checked += 1;
                 if let Some(rec) = self.log.read(slot_addr(v), &g)
                     && rec.kind == Kind::Put
                     && rec.expired(now)
@@ -419,7 +429,7 @@ impl Engine {
         self.cleaner
             .keys_swept
             .fetch_add(removed, Ordering::Relaxed);
-        removed
+        (removed, checked)
     }
 }
 

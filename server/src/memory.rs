@@ -144,12 +144,15 @@ pub fn run_cleaner(srv: Arc<Shared>) {
             evict(&srv, e, policy, &mut live, Duration::from_millis(2));
         }
         // Active expiry: ~16k slots per 10 ms round, a whole 1M-key index in about a second;
-        // while a step finds many keys expired (one slot in eight: a mass expiry), more steps,
-        // up to 4 ms (as Redis's active expiry goes on while much of what it samples expired).
+        // while more than a tenth of the records a step checks had expired (a mass expiry),
+        // more steps, up to 4 ms (Redis's active expiry goes on under the same condition).
         let t = Instant::now();
-        while e.expire_step(SWEEP_SLOTS) >= SWEEP_SLOTS as u64 / 8
-            && t.elapsed() < Duration::from_millis(4)
-        {}
+        loop {
+            let (removed, checked) = e.expire_step_counted(SWEEP_SLOTS);
+            if removed == 0 || removed * 10 < checked || t.elapsed() >= Duration::from_millis(4) {
+                break;
+            }
+        }
         let t = Instant::now();
         let mut worked = false;
         while t.elapsed() < Duration::from_millis(4) {
