@@ -22,7 +22,10 @@ impl Engine {
         self.log.set_mirroring(on);
         if on {
             drop(self.gate.close());
-            drop(self.cleaner.cursor.lock().unwrap());
+            // A segment the cleaner was half way through starts again once this log is its
+            // own again: a cut back to a fork may remove the copies it made of the records
+            // before its offset (`mirror_truncate`), which then are live in it again.
+            self.cleaner.cursor.lock().unwrap().segment = None;
         }
     }
 

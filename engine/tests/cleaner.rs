@@ -533,3 +533,52 @@ fn a_segment_named_by_a_retire_record_is_left_out_and_deleted_at_open() {
         "the restored segments go again"
     );
 }
+
+/// A primary demoted while the cleaner is half way through a segment, its log then cut back
+/// to before the copies the cleaner made (its new primary forked there), then promoted again:
+/// the cleaner must look at the segment from its start, or it would retire it with the live
+/// records it had already "copied" (the copies are gone) and lose them.
+#[test]
+fn cleaning_interrupted_by_a_cut_back_starts_the_segment_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let e = open(dir.path(), &clock, 64 << 10);
+    let n = 400;
+    for i in 0..n {
+        e.set(0, &key(i), &value(i, 0), SetOptions::default())
+            .unwrap();
+    }
+    e.log().roll().unwrap();
+    // Every other key rewritten: the first segment is half garbage.
+    for i in (0..n).step_by(2) {
+        e.set(0, &key(i), &value(i, 1), SetOptions::default())
+            .unwrap();
+    }
+    e.log().roll().unwrap();
+    e.sync().unwrap();
+    let fork = e.log().tail_addr();
+    e.set_memory_pressure(true);
+    // A few records of the first segment: some live ones copied past `fork`.
+    for _ in 0..5 {
+        assert!(e.clean_step(20).unwrap());
+    }
+    assert!(e.cleaner_stats().records_copied > 0);
+    assert_eq!(e.cleaner_stats().segments_cleaned, 0);
+    e.sync().unwrap();
+    e.set_mirroring(true);
+    assert!(e.mirror_truncate(fork).unwrap(), "the cut was refused");
+    e.set_mirroring(false);
+    let check = |e: &Engine| {
+        for i in 0..n {
+            let version = u64::from(i % 2 == 0);
+            assert_eq!(e.get(0, &key(i)), Some(value(i, version)), "key {i}");
+        }
+    };
+    check(&e);
+    clean_all(&e);
+    assert!(e.cleaner_stats().segments_cleaned > 0);
+    check(&e);
+    drop(e);
+    let e = open(dir.path(), &clock, 64 << 10);
+    check(&e);
+}
