@@ -67,6 +67,8 @@ pub(crate) struct Access {
     decay_time: AtomicU32,
     /// Eviction candidates; the highest score goes first.
     pool: Mutex<Vec<Candidate>>,
+    /// `set_access_tracking` was called (the first call follows loading the data set).
+    configured: AtomicBool,
 }
 
 impl Default for Access {
@@ -77,6 +79,7 @@ impl Default for Access {
             log_factor: AtomicU32::new(10),
             decay_time: AtomicU32::new(1),
             pool: Mutex::new(Vec::new()),
+            configured: AtomicBool::new(false),
         }
     }
 }
@@ -110,8 +113,13 @@ impl Access {
     pub(crate) fn touch(&self, m: &AtomicU16, new: bool) {
         let cur = m.load(Ordering::Relaxed);
         let next = if self.lfu.load(Ordering::Relaxed) {
-            let c = if new { LFU_INIT_VAL } else { self.decayed(cur) };
-            (u16::from(self.minutes()) << 8) | u16::from(log_incr(c, self))
+            // A key just created starts at LFU_INIT_VAL (an overwrite counts as an access).
+            let c = if new {
+                LFU_INIT_VAL
+            } else {
+                log_incr(self.decayed(cur), self)
+            };
+            (u16::from(self.minutes()) << 8) | u16::from(c)
         } else {
             self.lru_clock()
         };
@@ -139,8 +147,23 @@ impl Engine {
         let a = &self.access;
         a.log_factor.store(log_factor, Ordering::Relaxed);
         a.decay_time.store(decay_time, Ordering::Relaxed);
+        let first = !a.configured.swap(true, Ordering::Relaxed);
         if a.lfu.swap(lfu, Ordering::Relaxed) != lfu {
             a.pool.lock().unwrap().clear();
+            // LRU clocks read as LFU counters (or the reverse) are noise: every key starts
+            // from the same point. Under LFU: as a new key (LFU_INIT_VAL) right after
+            // loading, as Redis's keys loaded from an AOF; after a switch at run time, 0,
+            // what Redis's OBJECT FREQ shows then (its reinterpreted counters decay to 0).
+            // Under LRU: accessed now.
+            let m = if lfu {
+                (u16::from(a.minutes()) << 8) | if first { u16::from(LFU_INIT_VAL) } else { 0 }
+            } else {
+                a.lru_clock()
+            };
+            let g = pin();
+            for ks in self.keyspaces.iter() {
+                ks.index.load(&g).reset_meta(m, &g);
+            }
         }
     }
 

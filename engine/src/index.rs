@@ -587,6 +587,21 @@ impl Index {
         (end < t.nslots()).then_some(end)
     }
 
+    /// Sets every slot's access metadata to `m` (the tracking mode changed: what is there
+    /// means something else now), in the table being migrated into too.
+    pub(crate) fn reset_meta(&self, m: u16, g: &EpochGuard) {
+        let mut t: &Table = self.current(g);
+        loop {
+            for a in t.meta.iter() {
+                a.store(m, Ordering::Relaxed);
+            }
+            match t.next() {
+                Some(n) => t = n,
+                None => return,
+            }
+        }
+    }
+
     /// A copy of the current table's slot values (for a checkpoint; call with no resize
     /// under way).
     pub(crate) fn snapshot(&self, g: &EpochGuard) -> Vec<u64> {

@@ -177,6 +177,12 @@ OBJECT REFCOUNT one
 OBJECT REFCOUNT raw
 OBJECT REFCOUNT nokey
 OBJECT FREQ one
+CONFIG SET maxmemory-policy allkeys-lfu
+SET lfu1 a
+OBJECT FREQ lfu1
+GET lfu1
+OBJECT FREQ lfu1
+CONFIG SET maxmemory-policy noeviction
 OBJECT IDLETIME nokey
 OBJECT FOO one
 OBJECT HELP

@@ -188,6 +188,18 @@ fn object_freq_and_idletime_track_access() {
         .query(&mut c)
         .unwrap();
     assert!(idle <= 1, "idle {idle} right after a read");
+    // Back to LFU at run time: the LRU clocks are not read as counters (Redis's decay to 0).
+    cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lfu")
+        .query::<()>(&mut c)
+        .unwrap();
+    let freq: i64 = cmd("OBJECT").arg("FREQ").arg("cold").query(&mut c).unwrap();
+    assert_eq!(freq, 0, "a counter made of an LRU clock");
+    cmd("SET").arg("new").arg("v").query::<()>(&mut c).unwrap();
+    let freq: i64 = cmd("OBJECT").arg("FREQ").arg("new").query(&mut c).unwrap();
+    assert_eq!(freq, 5, "a new key starts at LFU_INIT_VAL");
 }
 
 #[test]
