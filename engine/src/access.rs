@@ -245,7 +245,9 @@ impl Engine {
                     policy,
                     EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
                 );
-                // One random key is as good as any.
+                // One random key is as good as any; never more than the database holds (as
+                // Redis's dictGetSomeKeys), whatever maxmemory-samples says.
+                let samples = samples.min(usize::try_from(index.len()).unwrap_or(usize::MAX));
                 let want = if random { 1 } else { samples };
                 // Volatile policies look further: keys with an expiry may be rare among the
                 // sampled ones (Redis samples its separate dictionary of them).

@@ -112,7 +112,7 @@ static DEFS: &[Def] = &[
     def!("maxclients", Kind::Int(1, I32), "10000", true),
     def!("maxmemory", Kind::Mem(0, i64::MAX), "0", true),
     def!("maxmemory-policy", Kind::Enum(POLICIES), "noeviction", true),
-    def!("maxmemory-samples", Kind::Int(1, 64), "5", true),
+    def!("maxmemory-samples", Kind::Int(1, I32), "5", true),
     def!("maxmemory-eviction-tenacity", Kind::Int(0, 100), "10", true),
     def!("maxmemory-clients", Kind::Mem(0, i64::MAX), "0", true),
     def!("replicaof", "slaveof", Kind::ReplicaOf, "", false),

@@ -280,6 +280,10 @@ CONFIG SET foo 1
 CONFIG SET maxclients abc
 CONFIG SET maxmemory abc
 CONFIG SET maxmemory-policy abc
+CONFIG SET maxmemory-samples 0
+CONFIG SET maxmemory-samples 2000
+CONFIG GET maxmemory-samples
+CONFIG SET maxmemory-samples 5
 CONFIG SET appendonly maybe
 CONFIG SET maxclients 10 maxclients 11
 CONFIG SET timeout -1
