@@ -42,6 +42,9 @@ pub struct CleanerStats {
     pub bytes_reclaimed: u64,
     /// Keys removed by the active-expiry sweep (also counted in `expired_keys`).
     pub keys_swept: u64,
+    /// Bytes appended to the log since the counters were last reset (`reset_stats`): what
+    /// clients wrote is this less `bytes_copied`.
+    pub log_bytes: u64,
 }
 
 /// Where the cleaner is: the segment it is reading, and the offset to resume at.
@@ -74,6 +77,8 @@ pub(crate) struct Cleaner {
     /// Garbage (dead bytes) the log may hold before the cleaner starts, in percent of the
     /// live bytes (`cleaner-garbage-percent`).
     garbage_percent: AtomicU64,
+    /// The log's appended bytes when the counters were last reset.
+    log_bytes_base: AtomicU64,
 }
 
 /// The default `cleaner-garbage-percent`. Under 60 s of random overwrites (benches/cleaning.py)
@@ -101,7 +106,31 @@ impl Engine {
             bytes_copied: c.bytes_copied.load(Ordering::Relaxed),
             bytes_reclaimed: c.bytes_reclaimed.load(Ordering::Relaxed),
             keys_swept: c.keys_swept.load(Ordering::Relaxed),
+            log_bytes: self
+                .log
+                .appended_bytes()
+                .saturating_sub(c.log_bytes_base.load(Ordering::Relaxed)),
         }
+    }
+
+    /// CONFIG RESETSTAT: the cleaner's counters, `expired_keys` and `evicted_keys` start
+    /// again from 0 (as Redis's stat_expiredkeys and stat_evictedkeys).
+    pub fn reset_stats(&self) {
+        let c = &self.cleaner;
+        for a in [
+            &c.segments_cleaned,
+            &c.segments_dropped,
+            &c.records_copied,
+            &c.bytes_copied,
+            &c.bytes_reclaimed,
+            &c.keys_swept,
+            &self.expired_keys,
+            &self.evicted_keys,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+        c.log_bytes_base
+            .store(self.log.appended_bytes(), Ordering::Relaxed);
     }
 
     /// Whether garbage is piling up faster than the cleaner's paced work reclaims it (more

@@ -122,6 +122,19 @@ fn expired_keys_leave_dbsize_without_being_read() {
     assert!(info_field(&mut c, "stats", "expired_keys") >= 50_000);
     let keyspace: String = cmd("INFO").arg("keyspace").query(&mut c).unwrap();
     assert!(keyspace.contains("db0:keys=1000,expires=0"), "{keyspace}");
+    // CONFIG RESETSTAT starts expired_keys and the cleaner's counters again, as Redis does.
+    assert!(info_field(&mut c, "stats", "segkv_cleaner_keys_expired_by_sweep") > 0);
+    cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut c).unwrap();
+    for field in [
+        "expired_keys",
+        "evicted_keys",
+        "segkv_cleaner_keys_expired_by_sweep",
+        "segkv_cleaner_segments_cleaned",
+        "segkv_cleaner_segments_dropped_expired",
+        "segkv_cleaner_bytes_copied",
+    ] {
+        assert_eq!(info_field(&mut c, "stats", field), 0, "{field}");
+    }
 }
 
 #[test]

@@ -435,7 +435,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             .map(|e| e.cleaner_stats())
             .unwrap_or_default();
         let (data, dead) = srv.engine.loaded().map_or((0, 0), |e| e.log().space());
-        let written = stats.log_bytes_written.saturating_sub(c.bytes_copied);
+        let written = c.log_bytes.saturating_sub(c.bytes_copied);
         line!("segkv_cleaner_segments_cleaned:{}", c.segments_cleaned);
         line!(
             "segkv_cleaner_segments_dropped_expired:{}",
@@ -564,6 +564,9 @@ pub fn config_set(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> Reply {
 
 pub fn config_resetstat(ctx: &mut Ctx<'_>, _a: &[&[u8]]) -> Reply {
     ctx.srv.stats.reset();
+    if let Some(e) = ctx.srv.engine.loaded() {
+        e.reset_stats();
+    }
     for c in &ctx.srv.table.all {
         c.stats.calls.store(0, Relaxed);
         c.stats.usec.store(0, Relaxed);
