@@ -247,7 +247,12 @@ impl Engine {
                 );
                 // One random key is as good as any; never more than the database holds (as
                 // Redis's dictGetSomeKeys), whatever maxmemory-samples says.
-                let samples = samples.min(usize::try_from(index.len()).unwrap_or(usize::MAX));
+                let mut samples = samples.min(usize::try_from(index.len()).unwrap_or(usize::MAX));
+                if policy.volatile() {
+                    // (They look 64 times as far: no further than there are keys to find.)
+                    let expires = index.expires.load(Ordering::Relaxed).max(1);
+                    samples = samples.min(usize::try_from(expires).unwrap_or(usize::MAX));
+                }
                 let want = if random { 1 } else { samples };
                 // Volatile policies look further: keys with an expiry may be rare among the
                 // sampled ones (Redis samples its separate dictionary of them).

@@ -40,10 +40,3 @@ pub fn reclaim_memory() {
 pub fn trim_heap() {
     segkv_log::sys::trim_heap();
 }
-
-/// Allocations of 256 KiB or more get their own mappings, always (see
-/// `segkv_log::sys::fix_mmap_threshold`): a table or buffer freed after a mass expiry or a
-/// resize goes back to the OS at once. Call once at startup.
-pub fn tune_heap() {
-    segkv_log::sys::fix_mmap_threshold(256 << 10);
-}

@@ -24,18 +24,6 @@ pub fn trim_heap() {
     }
 }
 
-/// Fixes glibc's mmap threshold (it otherwise rises to the size of the largest mapped block
-/// freed, up to 32 MiB): index tables, large values and client buffers of `bytes` or more are
-/// then always their own mappings, returned to the OS the moment they are freed, instead of
-/// heap memory that fragments around what is still live.
-pub fn fix_mmap_threshold(bytes: usize) {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt takes two integers and only sets the allocator's own parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes.min(i32::MAX as usize) as i32);
-    }
-}
-
 /// Makes the calling thread yield the CPU to the others of the process: `nice` is added to
 /// its niceness (a thread may lower its own priority, not raise it back). Background work
 /// (a replica's full resync) uses it so that clients' requests keep their latency.

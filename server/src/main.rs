@@ -17,7 +17,6 @@ fn usage() -> ! {
 }
 
 fn main() {
-    segkv_engine::tune_heap();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("-v" | "--version") => {
