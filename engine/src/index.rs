@@ -350,7 +350,10 @@ impl Index {
     /// key's slot if that record is still its newest, else None. No key is read (an address
     /// is one record's, so it names the key too), which is what makes the cleaner's liveness
     /// check cheap: a dead record's key would otherwise be compared against its newer record,
-    /// a random read into the log.
+    /// a random read into the log. Only with no resize under way (the cleaner finishes one
+    /// first): mid-migration the old table may hold a newer entry of the key under another
+    /// address while the new one still holds this record's, and without reading keys the
+    /// probe cannot tell the two belong together.
     pub(crate) fn find_record<'g>(
         &'g self,
         addr: u64,
@@ -358,6 +361,7 @@ impl Index {
         g: &'g EpochGuard,
     ) -> Option<(&'g AtomicU64, u64)> {
         let mut t: &'g Table = self.current(g);
+        debug_assert!(t.next().is_none(), "find_record during a resize");
         loop {
             match probe_with(t, h, |v| slot_addr(v) == addr) {
                 Probe::Hit(slot, v) => return Some((slot, v)),

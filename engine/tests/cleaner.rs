@@ -260,7 +260,7 @@ fn cleaner_races_writers_and_readers() {
         let e = e.clone();
         handles.push(std::thread::spawn(move || {
             let mut last: HashMap<usize, Option<u64>> = HashMap::new();
-            let mut x = (w as u64 + 1) * 0x9e37_79b9_7f4a_7c15;
+            let mut x = (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             for round in 1..=30u64 {
                 for j in 0..per {
                     x ^= x << 13;
