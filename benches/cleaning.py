@@ -35,7 +35,8 @@ Scenarios (--scenario, default all):
   skew       --keys keys of --zipf-value-size B loaded once, then --skew-writes SETs (default 6 x
              keys) of Zipf(0.99) keys, pipelined: write amplification (cleaner copies / client
              bytes), max RSS and disk against the live data. Hot keys' records die young, cold
-             keys' stay: cost-benefit cleaning should copy less here than oldest-first.
+             keys' stay: where LFS's cost-benefit rule is meant to copy less than oldest-first
+             (a build with it copied 2-4% less; it was reverted, see benches/README.md).
 
 usage: benches/cleaning.py [--scenario all|memory|ttl-wave|overwrite|zipf|skew] [--rounds 2]
                            [--keys 1000000] [--duration 60] [--no-build]
@@ -651,7 +652,7 @@ def sc_overwrite(args):
 def sc_skew(args, draws):
     """Skewed overwrites: every key loaded once, then SETs of keys drawn from Zipf(0.99). Hot
     keys' records die fast, cold keys' stay live: where cost-benefit cleaning (cold segments
-    at a higher live fraction than hot ones) copies less than oldest-first."""
+    at a higher live fraction than hot ones) is meant to copy less than oldest-first."""
     k = args.keys
     vsize = args.zipf_value_size
     rec = 16 + vsize + RECORD_HEADER
